@@ -1,0 +1,72 @@
+# GROK: `make demo` and `make test` set up everything they need on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.grok-installed
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export WANDB_MODE ?= offline
+export TOKENIZERS_PARALLELISM ?= false
+
+# The torch/torchvision pair is pinned in the same pip command as everything else (see README: Installation).
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install java test test-all lint format data-synth validate data train-align train-mllm infer eval demo clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip >/dev/null
+	$(BIN)/python -m pip install $(TORCH_PINS) -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP) java
+
+# METEOR (pycocoevalcap) runs a Java program; install a JRE where it is missing and we may.
+java:
+	@command -v java >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless >/dev/null; \
+	  else echo "warning: no Java found; METEOR will be reported as unavailable" >&2; fi; }
+
+test: install
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-all: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check src tests experiments
+	$(BIN)/ruff format --check src tests experiments
+
+format: install
+	$(BIN)/ruff check --fix src tests experiments
+	$(BIN)/ruff format src tests experiments
+
+# ---- the pipeline (each step is a Hydra app: append ARGS="key=value ..." to override) -----------------------
+data-synth: install
+	$(BIN)/grok-synth $(ARGS)
+
+validate: install
+	$(BIN)/grok-validate $(ARGS)
+
+data: install
+	$(BIN)/grok-generate $(ARGS)
+
+train-align: install
+	$(BIN)/grok-train-align $(ARGS)
+
+train-mllm: install
+	$(BIN)/grok-train-mllm $(ARGS)
+
+infer: install
+	$(BIN)/grok-infer $(ARGS)
+
+eval: install
+	$(BIN)/grok-eval $(ARGS)
+
+demo: install
+	$(BIN)/python -m grok.demo $(ARGS)
+
+clean:
+	rm -rf logs outputs data/syntheye data/instructions artifacts .pytest_cache

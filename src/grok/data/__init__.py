@@ -1,0 +1,1 @@
+"""Image readers, transforms, splits, the SynthEye generator and the per-stage DataModules."""

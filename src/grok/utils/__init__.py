@@ -1,0 +1,1 @@
+"""Shared plumbing: config discovery, Hydra entry points, instantiation helpers, the training runner."""
