@@ -128,7 +128,9 @@ class Schema:
         """Names of the CFP measures."""
         return [b.name for b in self.by_modality("cfp")]
 
-    def reference_range(self, name: str, age: float | None = None, sex: str | None = None) -> tuple[float, float] | None:
+    def reference_range(
+        self, name: str, age: float | None = None, sex: str | None = None
+    ) -> tuple[float, float] | None:
         """Normal (low, high) of biomarker `name` for this person, or None when the schema gives none."""
         reference = self.biomarkers[name].reference
         return None if reference is None else reference.for_person(age, sex)

@@ -1,0 +1,1 @@
+"""Console entry points (each a Hydra app on one top-level config in conf/)."""

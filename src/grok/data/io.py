@@ -1,0 +1,137 @@
+"""Readers for OCT B-scans (single images, slice folders, multi-page TIFF, Heidelberg files) and fundus photographs."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+HEIDELBERG_SUFFIXES = (".vol", ".e2e")
+
+SliceSpec = str | int | Sequence[int]
+
+
+class ImageReadError(ValueError):
+    """An image could not be read; the message names the file and why."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = Path(path)
+        super().__init__(f"cannot read image {self.path}: {reason}")
+
+
+def _natural_key(path: Path) -> list[object]:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def _to_uint8_grey(array: np.ndarray) -> Image.Image:
+    """A 2-D array of any integer or float dtype as an 8-bit grey image (min-max scaled unless already uint8)."""
+    if array.ndim == 3:
+        array = array.mean(axis=-1)
+    if array.dtype != np.uint8:
+        array = array.astype(np.float32)
+        low, high = float(np.nanmin(array)), float(np.nanmax(array))
+        scale = 255.0 / (high - low) if high > low else 0.0
+        array = np.nan_to_num((array - low) * scale).clip(0, 255).astype(np.uint8)
+    return Image.fromarray(array, mode="L")
+
+
+def _open_image(path: Path) -> Image.Image:
+    if not path.exists():
+        raise ImageReadError(path, "file does not exist")
+    try:
+        image = Image.open(path)
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ImageReadError(path, f"corrupt or unsupported image ({error})") from error
+    return image
+
+
+def _select(count: int, slices: SliceSpec, path: Path) -> list[int]:
+    if count == 0:
+        raise ImageReadError(path, "the volume holds no slices")
+    if slices == "central":
+        return [count // 2]
+    indices = [slices] if isinstance(slices, int) else list(slices)  # type: ignore[arg-type]
+    if isinstance(slices, str) or not indices:
+        raise ImageReadError(path, f"slices must be 'central', an index or a list of indices, got {slices!r}")
+    for index in indices:
+        if not -count <= index < count:
+            raise ImageReadError(path, f"slice {index} out of range for a volume of {count} slices")
+    return [index % count for index in indices]
+
+
+def _frames_of_tiff(path: Path) -> int:
+    image = _open_image(path)
+    return getattr(image, "n_frames", 1)
+
+
+def _read_tiff_frame(path: Path, index: int) -> Image.Image:
+    image = _open_image(path)
+    try:
+        image.seek(index)
+    except EOFError as error:
+        raise ImageReadError(path, f"no page {index}") from error
+    return _grey(image)
+
+
+def _grey(image: Image.Image) -> Image.Image:
+    if image.mode in ("L",):
+        return image.copy()
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return _to_uint8_grey(np.asarray(image))
+    return image.convert("L")
+
+
+def _read_heidelberg(path: Path) -> list[Image.Image]:
+    try:
+        import eyepy  # optional extra: pip install 'grok-eye[heidelberg]'
+    except ImportError as error:
+        raise ImageReadError(
+            path, "Heidelberg files need the optional extra: pip install 'grok-eye[heidelberg]'"
+        ) from error
+    try:
+        volume = eyepy.import_heyex_vol(path) if path.suffix.lower() == ".vol" else eyepy.import_heyex_e2e(path)
+    except Exception as error:  # eyepy raises many types on malformed files
+        raise ImageReadError(path, f"eyepy could not parse it ({error})") from error
+    return [_to_uint8_grey(np.asarray(scan)) for scan in volume.data]
+
+
+def read_oct(path: Path | str, slices: SliceSpec = "central") -> Image.Image | list[Image.Image]:
+    """Read an OCT B-scan as an 8-bit grey image.
+
+    `path` is one image (PNG/TIFF/JPEG), a multi-page TIFF volume, a folder of slice images (as UK Biobank exports
+    them; ordered by natural filename order) or a Heidelberg `.vol`/`.e2e` file (optional eyepy extra). For volumes,
+    `slices` picks the central slice (default), one index, or a list of indices (then a list is returned).
+    """
+    path = Path(path)
+    as_list = not isinstance(slices, (str, int))
+    if path.is_dir():
+        files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
+        chosen = [_grey(_open_image(files[i])) for i in _select(len(files), slices, path)]
+    elif path.suffix.lower() in HEIDELBERG_SUFFIXES:
+        frames = _read_heidelberg(path)
+        chosen = [frames[i] for i in _select(len(frames), slices, path)]
+    elif path.suffix.lower() in (".tif", ".tiff"):
+        chosen = [_read_tiff_frame(path, i) for i in _select(_frames_of_tiff(path), slices, path)]
+    elif path.suffix.lower() in IMAGE_SUFFIXES:
+        if as_list or slices not in ("central", 0):
+            _select(1, slices, path)  # validates the request against a one-slice "volume"
+        chosen = [_grey(_open_image(path))]
+    else:
+        raise ImageReadError(
+            path, f"unsupported OCT format '{path.suffix}'; expected {IMAGE_SUFFIXES + HEIDELBERG_SUFFIXES}"
+        )
+    return chosen if as_list else chosen[0]
+
+
+def read_cfp(path: Path | str) -> Image.Image:
+    """Read a colour fundus photograph as an RGB image."""
+    path = Path(path)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ImageReadError(path, f"unsupported fundus image format '{path.suffix}'; expected {IMAGE_SUFFIXES}")
+    image = _open_image(path)
+    return image.convert("RGB") if image.mode != "RGB" else image.copy()

@@ -1,0 +1,300 @@
+"""Check a biomarker table (CSV or Parquet) against the schema and report every problem with file, row and column."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from grok.schema.schema import Biomarker, Schema, SchemaError, load_schema, parse_labels
+from grok.schema.units import UNIT_ALTERNATIVES, canonical_unit
+
+KEY_COLUMNS = ("subject_id", "eye", "visit")
+UNIT_SUFFIX = re.compile(r"^(?P<stem>.+)_(?P<unit>[a-z%]+)$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a table: where it is and what was expected."""
+
+    kind: str
+    file: str
+    column: str | None
+    row: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.row is not None:
+            where += f", row {self.row}"
+        if self.column is not None:
+            where += f", column '{self.column}'"
+        return f"{where}: [{self.kind}] {self.message}"
+
+
+@dataclass
+class ValidationReport:
+    """All problems found in one table (empty when the table is valid)."""
+
+    file: str
+    rows: int
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return not self.problems
+
+    def kinds(self) -> set[str]:
+        """The distinct kinds of problem found."""
+        return {problem.kind for problem in self.problems}
+
+    def summary(self, limit: int = 50) -> str:
+        """A readable multi-line summary (at most `limit` problems listed)."""
+        if self.ok:
+            return f"{self.file}: {self.rows} rows, valid"
+        lines = [f"{self.file}: {self.rows} rows, {len(self.problems)} problem(s)"]
+        lines += [f"  {problem}" for problem in self.problems[:limit]]
+        if len(self.problems) > limit:
+            lines.append(f"  ... and {len(self.problems) - limit} more")
+        return "\n".join(lines)
+
+
+class TableValidationError(ValueError):
+    """Raised by `require_valid` with the full report attached."""
+
+    def __init__(self, report: ValidationReport) -> None:
+        self.report = report
+        super().__init__(report.summary())
+
+
+def read_table(path: Path | str) -> pd.DataFrame:
+    """Read a biomarker table from CSV or Parquet (ids kept as strings)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"biomarker table {path} does not exist")
+    if path.suffix.lower() == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix.lower() in (".csv", ".tsv"):
+        return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype={"subject_id": str})
+    raise ValueError(f"{path}: unsupported table format '{path.suffix}'; expected .csv, .tsv or .parquet")
+
+
+def _row_number(index: int, csv: bool) -> int:
+    # Rows are counted from 1 as a person reading the file would; a CSV's header is line 1.
+    return index + 2 if csv else index + 1
+
+
+def _unit_problem(name: str, column: str, declared: Biomarker, file: str) -> Problem | None:
+    """A column named with another unit than the schema's (e.g. macula_central_mm for macula_central_um)."""
+    match = UNIT_SUFFIX.match(column)
+    if not match or declared.unit is None:
+        return None
+    unit = canonical_unit(match["unit"])
+    if unit and unit != declared.unit:
+        return Problem(
+            "wrong_unit",
+            file,
+            column,
+            None,
+            f"column is in '{unit}' but the schema declares '{name}' in '{declared.unit}'; convert and rename it",
+        )
+    return None
+
+
+def _looks_like_other_unit(values: pd.Series, biomarker: Biomarker) -> str | None:
+    """The alternative unit most of the out-of-range values fit, if any (e.g. millimetres for micrometres)."""
+    if biomarker.valid_range is None or biomarker.unit not in UNIT_ALTERNATIVES or values.empty:
+        return None
+    low, high = biomarker.valid_range
+    for unit, to_declared in UNIT_ALTERNATIVES[biomarker.unit].items():
+        converted = values.map(to_declared)
+        if ((converted >= low) & (converted <= high)).mean() > 0.9:
+            return unit
+    return None
+
+
+def _iter_column_problems(
+    frame: pd.DataFrame, biomarker: Biomarker, column: str, file: str, csv: bool
+) -> Iterator[Problem]:
+    series = frame[column]
+    missing = series.isna()
+    if not biomarker.nullable:
+        for index in np.flatnonzero(missing.to_numpy()):
+            yield Problem("missing_value", file, column, _row_number(index, csv), "value is required but missing")
+    present = series[~missing]
+    if biomarker.dtype == "category":
+        allowed = set(biomarker.categories)
+        for index, value in present.items():
+            if str(value) not in allowed:
+                position = frame.index.get_loc(index)
+                yield Problem(
+                    "bad_category",
+                    file,
+                    column,
+                    _row_number(position, csv),
+                    f"value {value!r} is not one of {sorted(allowed)}",
+                )
+        return
+    numeric = pd.to_numeric(present, errors="coerce")
+    for index in numeric.index[numeric.isna()]:
+        position = frame.index.get_loc(index)
+        yield Problem(
+            "bad_dtype",
+            file,
+            column,
+            _row_number(position, csv),
+            f"value {present[index]!r} is not a number ({biomarker.dtype} expected)",
+        )
+    numeric = numeric.dropna()
+    if biomarker.valid_range is None:
+        return
+    low, high = biomarker.valid_range
+    outside = numeric[(numeric < low) | (numeric > high)]
+    if outside.empty:
+        return
+    other_unit = _looks_like_other_unit(numeric, biomarker)
+    if other_unit is not None:
+        yield Problem(
+            "wrong_unit",
+            file,
+            column,
+            None,
+            f"values look like '{other_unit}' (e.g. {outside.iloc[0]:g}) but the schema declares "
+            f"'{biomarker.unit}' (valid range {low:g}-{high:g} {biomarker.unit})",
+        )
+        return
+    for index, value in outside.items():
+        position = frame.index.get_loc(index)
+        yield Problem(
+            "out_of_range",
+            file,
+            column,
+            _row_number(position, csv),
+            f"value {value:g} outside the valid range [{low:g}, {high:g}] {biomarker.unit or ''}".rstrip(),
+        )
+
+
+def validate_frame(
+    frame: pd.DataFrame,
+    file: str = "<table>",
+    schema: Schema | None = None,
+    image_root: Path | None = None,
+    csv: bool = False,
+) -> ValidationReport:
+    """Validate an in-memory table; `image_root` enables the image-file checks (paths are relative to it)."""
+    schema = schema or load_schema()
+    report = ValidationReport(file=file, rows=len(frame))
+    problems = report.problems
+    frame = frame.reset_index(drop=True)
+    known = set(schema.biomarkers) | set(schema.identifiers) | set(schema.image_columns) | {schema.label_column}
+    renamed = {alias: b.name for b in schema.biomarkers.values() for alias in b.aliases}
+
+    for column in frame.columns:
+        if column in known:
+            continue
+        if column in renamed:
+            continue
+        unit_problem = next(
+            (
+                p
+                for name, b in schema.biomarkers.items()
+                if (m := UNIT_SUFFIX.match(column)) and name.startswith(m["stem"] + "_")
+                for p in [_unit_problem(name, column, b, file)]
+                if p is not None
+            ),
+            None,
+        )
+        problems.append(unit_problem or Problem("unknown_column", file, column, None, "not declared in the schema"))
+    frame = frame.rename(columns=renamed)
+
+    for name, spec in schema.identifiers.items():
+        if name not in frame.columns:
+            if not spec.get("nullable", True):
+                problems.append(Problem("missing_column", file, name, None, "required identifier column is absent"))
+            continue
+        if spec.get("categories"):
+            bad = frame[name].dropna().astype(str)
+            for position in np.flatnonzero(~bad.isin(spec["categories"]).to_numpy()):
+                problems.append(
+                    Problem(
+                        "bad_category",
+                        file,
+                        name,
+                        _row_number(int(bad.index[position]), csv),
+                        f"value {bad.iloc[position]!r} is not one of {spec['categories']}",
+                    )
+                )
+        if not spec.get("nullable", True):
+            for position in np.flatnonzero(frame[name].isna().to_numpy()):
+                problems.append(Problem("missing_value", file, name, _row_number(position, csv), "value is required"))
+
+    for name, biomarker in schema.biomarkers.items():
+        if name not in frame.columns:
+            if not biomarker.optional:
+                problems.append(Problem("missing_column", file, name, None, f"expected {biomarker.display}"))
+            continue
+        problems.extend(_iter_column_problems(frame, biomarker, name, file, csv))
+
+    keys = [column for column in KEY_COLUMNS if column in frame.columns]
+    if {"subject_id", "eye"} <= set(keys):
+        duplicated = frame.duplicated(subset=keys, keep="first")
+        for position in np.flatnonzero(duplicated.to_numpy()):
+            key = tuple(frame.loc[position, keys])
+            problems.append(
+                Problem("duplicate_key", file, None, _row_number(position, csv), f"duplicate ({', '.join(keys)}) {key}")
+            )
+
+    if schema.label_column in frame.columns:
+        for position, value in enumerate(frame[schema.label_column]):
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            try:
+                parse_labels(value, schema)
+            except SchemaError as error:
+                problems.append(Problem("bad_label", file, schema.label_column, _row_number(position, csv), str(error)))
+
+    if image_root is not None:
+        for column in schema.image_columns:
+            if column not in frame.columns:
+                continue
+            for position, value in enumerate(frame[column]):
+                if value is None or (isinstance(value, float) and math.isnan(value)):
+                    continue
+                if not (image_root / str(value)).exists():
+                    problems.append(
+                        Problem(
+                            "missing_image",
+                            file,
+                            column,
+                            _row_number(position, csv),
+                            f"image file {image_root / str(value)} does not exist",
+                        )
+                    )
+    return report
+
+
+def validate_table(path: Path | str, schema: Schema | None = None, check_images: bool = True) -> ValidationReport:
+    """Validate a CSV/Parquet table file; image paths are checked relative to the table's folder."""
+    path = Path(path)
+    frame = read_table(path)
+    return validate_frame(
+        frame,
+        file=str(path),
+        schema=schema,
+        image_root=path.parent if check_images else None,
+        csv=path.suffix.lower() in (".csv", ".tsv"),
+    )
+
+
+def require_valid(path: Path | str, schema: Schema | None = None, check_images: bool = True) -> pd.DataFrame:
+    """Read a table and raise `TableValidationError` listing every problem unless it is valid."""
+    report = validate_table(path, schema, check_images)
+    if not report.ok:
+        raise TableValidationError(report)
+    return read_table(path)
