@@ -49,8 +49,9 @@ def encode_conversation(
 
     Each turn is `<|im_start|>{role}\\n{content}<|im_end|>\\n`; labels keep the assistant content and its closing
     `<|im_end|>`, everything else is IGNORE_INDEX. With `add_generation_prompt` the last turn must be the user's and
-    `<|im_start|>assistant\\n` is appended (inference). `max_length` bounds the sequence after each placeholder is
-    expanded to `image_token_counts[modality]` visual tokens; the tail is cut, and cutting a placeholder is an error.
+    `<|im_start|>assistant\\n` is appended (inference). `max_length` bounds the sequence with each placeholder
+    counted as `image_token_counts[modality]` tokens (default 1, LLaVA's convention); the tail is cut, and cutting
+    a placeholder is an error.
     """
     im_start, im_end = tokenizer.convert_tokens_to_ids([IM_START, IM_END])
     newline = tokenizer.encode("\n", add_special_tokens=False)
@@ -98,10 +99,11 @@ def _truncate(
     for position, token in enumerate(input_ids):
         length += 1 + extra.get(token, 0)
         if length > max_length:
-            if token in extra:
+            cut = [index for index in range(position, len(input_ids)) if input_ids[index] in extra]
+            if cut:
                 raise ConversationError(
-                    f"record {record_id!r}: max_length={max_length} cuts an image placeholder at token {position};"
-                    " raise data.max_length or use fewer visual tokens"
+                    f"record {record_id!r}: max_length={max_length} cuts the image placeholder at token {cut[0]};"
+                    " raise data.max_length"
                 )
             return input_ids[:position], labels[:position]
     return input_ids, labels

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -43,12 +43,14 @@ def splice_visual_tokens(
     visual: Mapping[int, VisualInput],
     labels: torch.Tensor | None = None,
     padding_side: str = "right",
+    placeholder_ids: Collection[int] = (),
 ) -> SplicedBatch:
     """Replace each placeholder token with its image's visual tokens and re-pad the batch.
 
     Contract: `visual` maps a placeholder token id (`<oct>`, `<cfp>`) to the `VisualInput` of that modality; any
     number of images per sample, either modality may be absent (no entry, or zero images). For every sample and
-    modality the number of placeholders must equal the number of images, else `PlaceholderMismatchError` names the
+    modality (every id in `visual` and in `placeholder_ids`, a modality with no entry having zero images) the number
+    of placeholders must equal the number of images, else `PlaceholderMismatchError` names the
     sample and the counts (nothing is truncated silently). Padding (`attention_mask == 0`) is dropped and the result
     re-padded on `padding_side` ("right" for training, "left" for batched generation); position ids count real tokens.
     """
@@ -60,7 +62,7 @@ def splice_visual_tokens(
         owners = image_input.sample_index.tolist()
         if len(owners) != image_input.tokens.shape[0]:
             raise PlaceholderMismatchError(
-                f"placeholder {placeholder_id}: {image_input.tokens.shape[0]} token sets but {len(owners)} sample indices"
+                f"placeholder {placeholder_id}: {image_input.tokens.shape[0]} token sets, {len(owners)} sample indices"
             )
         buckets: list[list[torch.Tensor]] = [[] for _ in range(batch_size)]
         for image, owner in enumerate(owners):
@@ -68,14 +70,16 @@ def splice_visual_tokens(
                 raise PlaceholderMismatchError(f"placeholder {placeholder_id}: image {image} names sample {owner}")
             buckets[owner].append(image_input.tokens[image])
         per_sample_images[placeholder_id] = buckets
+    for placeholder_id in placeholder_ids:
+        per_sample_images.setdefault(int(placeholder_id), [[] for _ in range(batch_size)])
 
-    known = torch.tensor(list(visual), dtype=input_ids.dtype, device=input_ids.device)
+    known = torch.tensor(list(per_sample_images), dtype=input_ids.dtype, device=input_ids.device)
     embeds_out, labels_out = [], []
     for sample in range(batch_size):
         keep = attention_mask[sample].bool()
         ids, embeds = input_ids[sample][keep], text_embeds[sample][keep]
         sample_labels = labels[sample][keep] if labels is not None else None
-        is_placeholder = torch.isin(ids, known) if len(visual) else torch.zeros_like(ids, dtype=torch.bool)
+        is_placeholder = torch.isin(ids, known)
         positions = is_placeholder.nonzero().flatten().tolist()
         for placeholder_id, buckets in per_sample_images.items():
             found = int((ids == placeholder_id).sum())
@@ -100,15 +104,7 @@ def splice_visual_tokens(
         if sample_labels is not None:
             label_pieces.append(sample_labels[cursor:])
             labels_out.append(torch.cat(label_pieces))
-    _check_unexpected_placeholders(input_ids, attention_mask, visual)
     return _pad(embeds_out, labels_out if labels is not None else None, padding_side)
-
-
-def _check_unexpected_placeholders(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor, visual: Mapping[int, VisualInput]
-) -> None:
-    """Placeholder ids without a `visual` entry are caught by the caller passing all placeholder ids (even empty)."""
-    del input_ids, attention_mask, visual
 
 
 def _pad(embeds: list[torch.Tensor], labels: list[torch.Tensor] | None, padding_side: str) -> SplicedBatch:

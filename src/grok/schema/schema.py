@@ -75,6 +75,7 @@ class Biomarker:
     source: str = ""
     ukb_field: Any = None
     aliases: tuple[str, ...] = ()
+    phrases: tuple[str, ...] = ()  # other ways reports name it ("retinal nerve fibre layer"), for text parsers
 
     @property
     def label(self) -> str:
@@ -187,6 +188,7 @@ def parse_biomarkers(raw: dict[str, Any], source: str) -> dict[str, Biomarker]:
             source=spec.get("source", ""),
             ukb_field=spec.get("ukb_field"),
             aliases=tuple(spec.get("aliases", ()) or ()),
+            phrases=tuple(spec.get("phrases", ()) or ()),
         )
     return biomarkers
 

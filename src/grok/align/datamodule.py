@@ -1,0 +1,239 @@
+"""AlignDataModule: (OCT B-scan, biomarker row) pairs from one table, split by subject with `split_of`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from grok.align.augment import OCTSpeckle
+from grok.data.io import read_oct
+from grok.data.splits import DEFAULT_FRACTIONS, split_of
+from grok.data.transforms import build_transform
+from grok.models.tabular import TabularPreprocessor, resolve_features, scarf_corrupt
+from grok.schema import load_schema, parse_labels
+
+log = logging.getLogger(__name__)
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A biomarker table from Parquet or CSV."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"biomarker table not found: {path} (set data.table_path; run grok-synth for SynthEye)")
+    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+
+
+class PairedOCTTableDataset(Dataset):
+    """One item per eye: the OCT image tensor, its preprocessed biomarker row, multi-hot labels and probe targets."""
+
+    def __init__(
+        self,
+        table: pd.DataFrame,
+        arrays: Mapping[str, np.ndarray],
+        image_paths: Sequence[Path],
+        transform: Callable[[Image.Image], Tensor],
+        speckle: OCTSpeckle | None = None,
+        cache_images: bool = False,
+    ) -> None:
+        self.table = table.reset_index(drop=True)
+        self.numeric = torch.from_numpy(arrays["numeric"])
+        self.missing = torch.from_numpy(arrays["missing"])
+        self.categorical = torch.from_numpy(arrays["categorical"])
+        self.labels = torch.from_numpy(arrays["labels"])
+        self.targets = torch.from_numpy(np.array(arrays["targets"]))
+        self.image_paths = list(image_paths)
+        self.transform, self.speckle = transform, speckle
+        self.cache: dict[int, Image.Image] | None = {} if cache_images else None
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+    def _image(self, index: int) -> Image.Image:
+        if self.cache is not None and index in self.cache:
+            return self.cache[index]
+        image = read_oct(self.image_paths[index])
+        if self.cache is not None:
+            self.cache[index] = image
+        return image
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        image = self._image(index)
+        if self.speckle is not None:
+            image = self.speckle(image)
+        return {
+            "image": self.transform(image),
+            "numeric": self.numeric[index],
+            "missing": self.missing[index],
+            "categorical": self.categorical[index],
+            "labels": self.labels[index],
+            "targets": self.targets[index],
+            "index": torch.tensor(index),
+        }
+
+
+class ScarfCollate:
+    """Collate a training batch, then SCARF-corrupt its biomarker rows in one vectorised call (missing mask updated)."""
+
+    def __init__(self, rate: float, bank_numeric: Tensor, bank_categorical: Tensor) -> None:
+        self.rate, self.bank_numeric, self.bank_categorical = rate, bank_numeric, bank_categorical
+
+    def __call__(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        batch = default_collate(items)
+        batch["numeric"], batch["categorical"] = scarf_corrupt(
+            batch["numeric"], batch["categorical"], self.bank_numeric, self.bank_categorical, self.rate
+        )
+        batch["missing"] = torch.isnan(batch["numeric"])
+        return batch
+
+
+class AlignDataModule(L.LightningDataModule):
+    """Train/val/test pairs of the biomarker table (subject-level split) plus a probe view of the training split.
+
+    Standardisation statistics come from the training split only. Training items get OCT augmentation and SCARF
+    corruption of the biomarker row at `corruption_rate`; the probe loader serves the training split un-augmented.
+    """
+
+    def __init__(
+        self,
+        table_path: str,
+        image_root: str | None = None,
+        image_column: str = "oct_path",
+        features: Mapping[str, Any] | None = None,
+        standardise: bool = True,
+        probe_targets: Sequence[str] = (),
+        transform: Mapping[str, Any] | None = None,
+        augment: Mapping[str, Any] | None = None,
+        speckle: Mapping[str, float] | None = None,
+        corruption_rate: float = 0.3,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        split_seed: int = 0,
+        split_fractions: Mapping[str, float] | None = None,
+        cache_images: bool = False,
+    ) -> None:
+        super().__init__()
+        self.table_path = Path(table_path)
+        self.image_root = Path(image_root) if image_root else self.table_path.parent
+        self.image_column = image_column
+        self.features = resolve_features(features or {"modalities": ["oct"]})
+        self.preprocessor = TabularPreprocessor(self.features, standardise=standardise)
+        self.probe_targets = list(probe_targets)
+        if not transform or "family" not in transform or "image_size" not in transform:
+            raise ValueError(f"data.transform must give the encoder's family and image_size, got {transform!r}")
+        self.transform_config = dict(transform)
+        self.augment = dict(augment) if augment else None
+        self.speckle = OCTSpeckle(**speckle) if speckle else None
+        self.corruption_rate = corruption_rate
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.split_seed = split_seed
+        self.split_fractions = dict(split_fractions or DEFAULT_FRACTIONS)
+        self.cache_images = cache_images
+        self.label_names = load_schema().label_names
+        self.datasets: dict[str, PairedOCTTableDataset] = {}
+        self.train_collate: ScarfCollate | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read the table, assign subject-level splits, fit standardisation on train, build the datasets."""
+        if self.datasets:
+            return
+        table = read_table(self.table_path)
+        for column in ("subject_id", self.image_column, *self.probe_targets):
+            if column not in table.columns:
+                raise KeyError(f"{self.table_path}: column '{column}' is required by the align data config")
+        has_image = table[self.image_column].notna()
+        if (~has_image).any():
+            log.warning("%s: %d row(s) without %s skipped", self.table_path, (~has_image).sum(), self.image_column)
+        table = table[has_image].reset_index(drop=True)
+        split = table["subject_id"].astype(str).map(lambda s: split_of(s, self.split_seed, self.split_fractions))
+        train_table = table[split == "train"]
+        if train_table.empty:
+            raise ValueError(f"{self.table_path}: no rows fall in the train split (data.split_fractions)")
+        self.preprocessor.fit(train_table)
+        bank = self.preprocessor.transform(train_table)
+        self.train_collate = (
+            ScarfCollate(self.corruption_rate, torch.from_numpy(bank["numeric"]), torch.from_numpy(bank["categorical"]))
+            if self.corruption_rate > 0
+            else None
+        )
+        family, size = self.transform_config["family"], int(self.transform_config["image_size"])
+        train_transform = build_transform(family, "oct", size, train=True, augment=self.augment)
+        eval_transform = build_transform(family, "oct", size, train=False)
+        views = {
+            "train": (split == "train", train_transform, self.speckle),
+            "val": (split == "val", eval_transform, None),
+            "test": (split == "test", eval_transform, None),
+            "probe": (split == "train", eval_transform, None),
+        }
+        for name, (rows, transform, speckle) in views.items():
+            part = table[rows]
+            self.datasets[name] = PairedOCTTableDataset(
+                part,
+                self._arrays(part),
+                [self.image_root / str(p) for p in part[self.image_column]],
+                transform,
+                speckle=speckle,
+                cache_images=self.cache_images,
+            )
+        log.info("align data: %s", {name: len(dataset) for name, dataset in self.datasets.items()})
+        if len(self.datasets["train"]) < self.batch_size:
+            raise ValueError(
+                f"data.batch_size={self.batch_size} exceeds the {len(self.datasets['train'])} training pairs"
+            )
+
+    def _arrays(self, part: pd.DataFrame) -> dict[str, np.ndarray]:
+        arrays = self.preprocessor.transform(part)
+        labels = np.zeros((len(part), len(self.label_names)), dtype=np.float32)
+        for row, cell in enumerate(part.get("labels", pd.Series([None] * len(part)))):
+            for name in parse_labels(cell):
+                labels[row, self.label_names.index(name)] = 1.0
+        arrays["labels"] = labels
+        arrays["targets"] = part[self.probe_targets].to_numpy(dtype=np.float32).reshape(len(part), -1)
+        return arrays
+
+    def _loader(self, name: str, train: bool = False) -> DataLoader:
+        return DataLoader(
+            self.datasets[name],
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=train,  # equal per-rank batches for the gathered contrastive loss
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=self.train_collate if train and self.train_collate is not None else default_collate,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def probe_dataloader(self) -> DataLoader:
+        """The training split without augmentation or corruption (fits the linear probes)."""
+        return self._loader("probe")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"preprocessor": self.preprocessor.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the checkpoint's standardisation; warn when it differs from the one refitted on today's table."""
+        fitted = self.preprocessor.state_dict()
+        self.preprocessor.load_state_dict(state_dict["preprocessor"])
+        if self.datasets and not np.allclose(fitted["mean"], state_dict["preprocessor"]["mean"], rtol=1e-5):
+            log.warning("%s: training-split statistics differ from the checkpoint's (table changed?)", self.table_path)

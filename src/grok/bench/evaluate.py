@@ -1,0 +1,93 @@
+"""`grok-eval` end to end: references + predictions files (+ baselines) -> scores -> outputs."""
+
+from __future__ import annotations
+
+import glob
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from grok.bench.baselines import majority_baseline, oracle_baseline, shuffled_baseline
+from grok.bench.clinical import ClinicalScorer
+from grok.bench.predictions import load_predictions
+from grok.bench.references import load_references
+from grok.bench.report import write_outputs
+from grok.bench.rubric import DeterministicRubric
+from grok.bench.runner import GOUBenchmark, ModelScores, headline
+from grok.bench.vocabulary import build_vocabulary
+from grok.knowledge.base import load_knowledge_base
+from grok.schema.schema import load_schema
+
+log = logging.getLogger(__name__)
+
+
+def prediction_files(cfg: DictConfig) -> list[Path]:
+    """The files to score: `predictions` when given, else every match of `predictions_glob` (sorted)."""
+    if cfg.predictions:
+        files = [Path(p) for p in cfg.predictions]
+        missing = [str(p) for p in files if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"config key 'predictions': file(s) not found: {missing}")
+        return files
+    return sorted(Path(p) for p in glob.glob(str(cfg.predictions_glob)))
+
+
+def build_benchmark(cfg: DictConfig, references) -> GOUBenchmark:
+    """The benchmark object a config describes."""
+    schema = load_schema()
+    kb = load_knowledge_base(cfg.knowledge_base.version, cfg.knowledge_base.path, schema)
+    vocabulary = build_vocabulary(schema, kb)
+    settings = instantiate(cfg.rubric, _convert_="all")
+    return GOUBenchmark(
+        references,
+        schema,
+        vocabulary,
+        ClinicalScorer(vocabulary, kb, cfg.quantitative_tolerance),
+        DeterministicRubric(settings, schema),
+        meteor=cfg.meteor,
+        embedding=instantiate(cfg.embedding) if cfg.get("embedding") else None,
+        bootstrap_resamples=cfg.bootstrap.resamples,
+        seed=cfg.seed,
+        judge=instantiate(cfg.judge) if cfg.get("judge") else None,
+    )
+
+
+def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
+    """Score every predictions file and the enabled baselines; write the outputs; return the headline numbers."""
+    references = load_references(cfg.reference_path)
+    benchmark = build_benchmark(cfg, references)
+    ids = [r.id for r in references]
+    results: list[ModelScores] = []
+    files = prediction_files(cfg)
+    if not files:
+        log.warning(
+            "no predictions files (predictions=[] and nothing matches %s): scoring the baselines only",
+            cfg.predictions_glob,
+        )
+    for path in files:
+        loaded = load_predictions(path, benchmark.schema.label_names)
+        aligned = loaded.aligned(ids)
+        for issue in loaded.issues[:20]:
+            log.warning("%s", issue)
+        if len(loaded.issues) > 20:
+            log.warning("%s: %d more issue(s), see metrics.json", path, len(loaded.issues) - 20)
+        results.append(benchmark.score(loaded.model, aligned, [str(i) for i in loaded.issues]))
+    baselines = {
+        "majority": lambda: majority_baseline(references, benchmark.schema),
+        "oracle": lambda: oracle_baseline(references),
+        "shuffled": lambda: shuffled_baseline(references, cfg.seed),
+    }
+    for name, enabled in cfg.baselines.items():
+        if enabled:
+            results.append(benchmark.score(f"baseline_{name}", baselines[name]()))
+    context = {
+        "reference_path": str(cfg.reference_path),
+        "n_references": len(references),
+        "config": OmegaConf.to_container(cfg, resolve=False),
+    }
+    paths = write_outputs(results, Path(cfg.output_dir), benchmark.schema.label_names, cfg.write_per_report, context)
+    log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
+    return {r.model: headline(r.metrics) for r in results}

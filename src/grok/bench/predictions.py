@@ -1,0 +1,142 @@
+"""Predictions JSONL (`{"id", "prediction", "model", "scores"}`): loading, validation and alignment to references.
+
+Problems never stop the benchmark and are never silent: each is recorded with file and line, and every reference id
+without a usable prediction is scored as a failure (empty report), never dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class PredictionsFileError(ValueError):
+    """A predictions file named in the config does not exist."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One model report for one eye."""
+
+    id: str
+    text: str
+    scores: Mapping[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class PredictionIssue:
+    """A problem in a predictions file: where, what kind, and what was expected."""
+
+    file: str
+    line: int | None
+    kind: str  # bad_encoding|bad_json|missing_id|empty_text|duplicate_id|unknown_id|bad_scores|missing|empty_file
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.kind}: {self.message}"
+
+
+@dataclass
+class PredictionSet:
+    """The usable predictions of one model, keyed by id, plus every issue found while reading them."""
+
+    model: str
+    path: str
+    by_id: dict[str, Prediction] = field(default_factory=dict)
+    issues: list[PredictionIssue] = field(default_factory=list)
+
+    def aligned(self, reference_ids: Sequence[str]) -> list[Prediction]:
+        """One prediction per reference id, in reference order; a missing one becomes an empty report (a failure)
+        and is recorded as an issue. Predictions for ids outside the references are recorded and ignored."""
+        wanted = set(reference_ids)
+        for extra in sorted(set(self.by_id) - wanted):
+            self.issues.append(PredictionIssue(self.path, None, "unknown_id", f"id {extra!r} is not in the references"))
+        aligned = []
+        for reference_id in reference_ids:
+            prediction = self.by_id.get(reference_id)
+            if prediction is None:
+                self.issues.append(
+                    PredictionIssue(
+                        self.path, None, "missing", f"no prediction for {reference_id!r}: scored as failure"
+                    )
+                )
+                prediction = Prediction(reference_id, "")
+            aligned.append(prediction)
+        return aligned
+
+    def issue_counts(self) -> dict[str, int]:
+        """Number of issues of each kind."""
+        counts: dict[str, int] = {}
+        for issue in self.issues:
+            counts[issue.kind] = counts.get(issue.kind, 0) + 1
+        return counts
+
+
+def _scores(raw: object, label_names: Sequence[str]) -> Mapping[str, float] | None:
+    if not isinstance(raw, Mapping) or set(raw) != set(label_names):
+        raise ValueError(f"'scores' must map every label {list(label_names)} to a probability")
+    return {label: float(raw[label]) for label in label_names}
+
+
+def load_predictions(path: str | Path, label_names: Sequence[str], model: str | None = None) -> PredictionSet:
+    """Read a predictions JSONL file, validating every line.
+
+    Lines that are not UTF-8, not JSON objects, lack an `id`, or carry an empty `prediction` are recorded as issues
+    and skipped (their eye then counts as a failure); a duplicated id keeps the first record. The model name is the
+    `model` argument, else the records' `model` field, else the file name without `_test.jsonl`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PredictionsFileError(f"{path}: predictions file not found")
+    result = PredictionSet(model or "", str(path))
+    models: list[str] = []
+    with open(path, "rb") as handle:
+        for number, raw_line in enumerate(handle, start=1):
+            issue = _read_line(raw_line, number, result, label_names, models)
+            if issue is not None:
+                result.issues.append(issue)
+    if not result.model:
+        result.model = models[0] if models else path.name.removesuffix(".jsonl").removesuffix("_test")
+    if not result.by_id and not result.issues:
+        result.issues.append(PredictionIssue(str(path), None, "empty_file", "the file holds no prediction records"))
+    return result
+
+
+def _read_line(
+    raw_line: bytes, number: int, result: PredictionSet, label_names: Sequence[str], models: list[str]
+) -> PredictionIssue | None:
+    file = result.path
+    if not raw_line.strip():
+        return None
+    try:
+        line = raw_line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return PredictionIssue(file, number, "bad_encoding", f"not UTF-8 (byte {error.start}: {error.reason})")
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        return PredictionIssue(file, number, "bad_json", f"not valid JSON ({error.msg}, column {error.colno})")
+    if not isinstance(record, dict):
+        return PredictionIssue(file, number, "bad_json", f"expected a JSON object, got {type(record).__name__}")
+    record_id = record.get("id")
+    if not isinstance(record_id, str) or not record_id.strip():
+        return PredictionIssue(file, number, "missing_id", "record has no string 'id' (the eye id, e.g. S000123_R)")
+    text = record.get("prediction")
+    if not isinstance(text, str) or not text.strip():
+        return PredictionIssue(file, number, "empty_text", f"{record_id!r}: 'prediction' is missing or empty")
+    if record_id in result.by_id:
+        return PredictionIssue(file, number, "duplicate_id", f"{record_id!r} seen before; the first record is kept")
+    scores = None
+    if record.get("scores") is not None:
+        try:
+            scores = _scores(record["scores"], label_names)
+        except (ValueError, TypeError) as error:
+            result.by_id[record_id] = Prediction(record_id, text)
+            return PredictionIssue(file, number, "bad_scores", f"{record_id!r}: {error}; scores ignored")
+    if isinstance(record.get("model"), str):
+        models.append(record["model"])
+    result.by_id[record_id] = Prediction(record_id, text, scores)
+    return None

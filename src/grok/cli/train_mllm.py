@@ -1,0 +1,47 @@
+"""`grok-train-mllm`: instruction-tune the GROK MLLM (conf/mllm.yaml) and export the adapter + projectors."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from omegaconf import DictConfig
+
+from grok.utils.config import hydra_entry
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Train with the shared Lightning runner, export to `export.dir`, return the monitored metric."""
+    from grok.mllm.export import export_mllm
+    from grok.utils.train import train
+
+    started = time.perf_counter()
+    if cfg.get("num_threads"):
+        import torch
+
+        torch.set_num_threads(int(cfg.num_threads))
+    metrics, objects = train(cfg)
+    trainer, module = objects["trainer"], objects["model"]
+    if cfg.export.enabled and cfg.get("train", True) and trainer.is_global_zero:
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if best:
+            module.load_state_dict(_checkpoint_state(best), strict=False)
+            log.info("exporting the best checkpoint %s", best)
+        export_mllm(module, cfg.export.dir, cfg, merge=cfg.export.merge)
+    log.info("grok-train-mllm finished in %.1f s; metrics: %s", time.perf_counter() - started, metrics)
+    value = metrics.get(cfg.get("monitor"))
+    return float(value) if value is not None else None
+
+
+def _checkpoint_state(path: str) -> dict:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+@hydra_entry("mllm")
+def main(cfg: DictConfig) -> float | None:
+    """Console entry point."""
+    return run(cfg)

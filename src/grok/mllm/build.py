@@ -1,0 +1,123 @@
+"""Assemble a GrokMLLM from its config parts; frozen weights come from files or a seeded random init."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from grok.mllm.chat import DEFAULT_SYSTEM_PROMPT, render_conversation
+from grok.mllm.language_model import build_language_model
+from grok.mllm.lora import apply_lora
+from grok.mllm.model import GrokMLLM
+from grok.mllm.tokenizer import placeholder_ids
+from grok.mllm.vocab_trim import VocabularyMap, build_vocabulary_map
+
+log = logging.getLogger(__name__)
+
+
+def _corpus_texts(files: Sequence[str | Path], system_prompt: str | None) -> Iterable[str]:
+    from grok.mllm.datamodule import read_instructions
+
+    for file in files:
+        for record in read_instructions(file):
+            yield render_conversation(record["conversations"], system_prompt)
+
+
+def build_vocabulary(
+    tokenizer: Any,
+    trim: bool,
+    corpus: Sequence[str] = (),
+    map_file: str | None = None,
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+) -> VocabularyMap | None:
+    """The trimmed vocabulary: read from `map_file` (an export's vocab_map.json) or built from the `corpus` JSONL
+    files; None when `trim` is off."""
+    if not trim:
+        return None
+    if map_file:
+        return VocabularyMap.load(map_file)
+    if not corpus:
+        raise ValueError("model.vocabulary.trim=true needs model.vocabulary.corpus (instruction JSONL files)")
+    vocabulary = build_vocabulary_map(tokenizer, _corpus_texts(corpus, system_prompt))
+    log.info("trimmed vocabulary: %d of %d token ids", vocabulary.size, len(tokenizer))
+    return vocabulary
+
+
+def seeded(seed: int | None, build: Callable[[], nn.Module]) -> nn.Module:
+    """Build under a fixed RNG seed (without disturbing the global RNG): random frozen weights are reproducible."""
+    if seed is None:
+        return build()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def build_grok_mllm(
+    tokenizer: Any,
+    llm: Mapping[str, Any],
+    lora: Mapping[str, Any],
+    encoders: Mapping[str, Callable[[], nn.Module] | nn.Module | None],
+    fusion: Callable[..., nn.Module],
+    vocabulary: VocabularyMap | None = None,
+    freeze_encoders: bool = True,
+    loss_chunk_size: int | None = None,
+    gradient_checkpointing: bool = False,
+    init_seed: int | None = 0,
+) -> GrokMLLM:
+    """A GrokMLLM: language model (`llm` node) with LoRA (`lora` node), encoders, `fusion(oct_dim, cfp_dim, llm_dim)`.
+
+    `encoders` values are modules or zero-argument builders (called under `init_seed`, so random encoders are the
+    same in every process and at inference); a None value leaves that modality out.
+    """
+    llm_options = {
+        key: value
+        for key, value in llm.items()
+        if key not in ("name", "tokenizer_path", "trim_vocabulary", "lora_modules_to_save")
+    }
+    lora_options = dict(lora)
+    quantization = lora_options.pop("quantization", None)
+    language_model = seeded(
+        init_seed,
+        lambda: build_language_model(
+            tokenizer_size=len(tokenizer), vocabulary=vocabulary, quantization=quantization, **llm_options
+        ),
+    )
+    language_model = apply_lora(language_model, gradient_checkpointing=gradient_checkpointing, **lora_options)
+    built = {
+        modality: seeded(init_seed, encoder) if callable(encoder) and not isinstance(encoder, nn.Module) else encoder
+        for modality, encoder in encoders.items()
+        if encoder is not None
+    }
+    llm_dim = language_model.config.hidden_size
+    fusion_module = seeded(
+        init_seed,
+        lambda: fusion(
+            oct_dim=built["oct"].embed_dim if "oct" in built else llm_dim,
+            cfp_dim=built["cfp"].embed_dim if "cfp" in built else llm_dim,
+            llm_dim=llm_dim,
+        ),
+    )
+    ids = placeholder_ids(tokenizer)
+    return GrokMLLM(
+        language_model,
+        built,
+        fusion_module,
+        {modality: ids[modality] for modality in ("oct", "cfp")},
+        vocabulary=vocabulary,
+        freeze_encoders=freeze_encoders,
+        loss_chunk_size=loss_chunk_size,
+    )
+
+
+def frozen_checksum(model: nn.Module) -> float:
+    """Sum of |w| over frozen parameters: detects frozen weights that differ from those a checkpoint was trained on."""
+    total = 0.0
+    for parameter in model.parameters():
+        if not parameter.requires_grad and parameter.dtype.is_floating_point:
+            total += float(parameter.detach().double().abs().sum())
+    return total

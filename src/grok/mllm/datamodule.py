@@ -1,0 +1,268 @@
+"""Stage-one instruction JSONL -> tokenised ChatML conversations + images, as Lightning dataloaders."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from grok.data.io import read_cfp, read_oct
+from grok.data.transforms import build_transform
+from grok.mllm.chat import DEFAULT_SYSTEM_PROMPT, encode_conversation
+from grok.mllm.collator import InstructCollator, LengthGroupedSampler
+from grok.mllm.model import MODALITIES
+from grok.mllm.tokenizer import IMAGE_PLACEHOLDERS
+from grok.models.encoders import read_export_config
+
+log = logging.getLogger(__name__)
+READERS: Mapping[str, Callable] = {"oct": read_oct, "cfp": read_cfp}
+
+
+class InstructionFormatError(ValueError):
+    """An instruction record does not follow contract 5; the message names the file and line."""
+
+
+def read_instructions(path: str | Path) -> list[dict[str, Any]]:
+    """Records of an instruction JSONL file (one JSON object per line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"instruction file {path} not found; run `make data` (grok-generate) first")
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise InstructionFormatError(f"{path}:{line_number}: not valid JSON ({error.msg})") from error
+            if "conversations" not in record:
+                raise InstructionFormatError(f"{path}:{line_number}: record has no 'conversations' list")
+            record["_source"] = f"{path}:{line_number}"
+            records.append(record)
+    return records
+
+
+def image_paths(record: Mapping[str, Any], modality: str) -> list[str]:
+    """The record's image paths of one modality (a single path or a list in `images[modality]`)."""
+    value = (record.get("images") or {}).get(modality)
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+class InstructionDataset(Dataset):
+    """Tokenised conversations with their images (or cached encoder features).
+
+    With `generation=True` each record becomes a prompt: the turns before the first assistant turn plus the
+    assistant header; the first assistant turn is kept as `reference`.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[Mapping[str, Any]],
+        tokenizer: Any,
+        image_root: str | Path,
+        transforms: Mapping[str, Callable],
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        max_length: int | None = None,
+        generation: bool = False,
+    ) -> None:
+        self.records = list(records)
+        self.image_root = Path(image_root)
+        self.transforms = dict(transforms)
+        self.generation = generation
+        self.features: dict[str, Mapping[str, torch.Tensor]] = {}
+        self.encoded = []
+        for record in self.records:
+            turns = record["conversations"]
+            if generation:
+                first_answer = next((i for i, t in enumerate(turns) if t.get("from") in ("gpt", "assistant")), None)
+                turns = turns[:first_answer] if first_answer is not None else turns
+            encoded = encode_conversation(
+                tokenizer,
+                turns,
+                system_prompt=system_prompt,
+                add_generation_prompt=generation,
+                max_length=max_length,
+                record_id=record.get("_source", record.get("id", "?")),
+            )
+            self.encoded.append(encoded)
+            self._check_placeholders(record, turns)
+
+    @staticmethod
+    def _check_placeholders(record: Mapping[str, Any], turns: Sequence[Mapping[str, str]]) -> None:
+        text = "".join(turn.get("value", turn.get("content", "")) for turn in turns)
+        for token, modality in zip(IMAGE_PLACEHOLDERS, MODALITIES, strict=True):
+            if text.count(token) != len(image_paths(record, modality)):
+                raise InstructionFormatError(
+                    f"{record.get('_source', record.get('id'))}: {text.count(token)} {token} placeholder(s) but "
+                    f"{len(image_paths(record, modality))} image(s) in images.{modality}"
+                )
+
+    @property
+    def lengths(self) -> list[int]:
+        """Token count of each conversation (placeholders count as one)."""
+        return [len(encoded.input_ids) for encoded in self.encoded]
+
+    def image_items(self, modality: str) -> dict[str, Path]:
+        """Every image of a modality: relative path (the cache key) -> absolute path."""
+        return {path: self.image_root / path for record in self.records for path in image_paths(record, modality)}
+
+    def load_image(self, modality: str, relative_path: str) -> torch.Tensor:
+        """Read and preprocess one image."""
+        return self.transforms[modality](READERS[modality](self.image_root / relative_path))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        record, encoded = self.records[index], self.encoded[index]
+        item: dict[str, Any] = {"id": record.get("id"), "input_ids": encoded.input_ids}
+        if self.generation:
+            turns = record["conversations"]
+            item["reference"] = next((t.get("value") for t in turns if t.get("from") in ("gpt", "assistant")), None)
+        else:
+            item["labels"] = encoded.labels
+        for modality in MODALITIES:
+            paths = image_paths(record, modality)
+            if modality in self.features:
+                item[f"{modality}_features"] = [self.features[modality][path] for path in paths]
+            else:
+                item[f"{modality}_pixels"] = [self.load_image(modality, path) for path in paths]
+        return item
+
+
+class InstructDataModule(L.LightningDataModule):
+    """Reads `{instructions_dir}/{train,val,test}.jsonl` and `manifest.json` (its `image_root`)."""
+
+    def __init__(
+        self,
+        instructions_dir: str,
+        tokenizer: Any,
+        image_transforms: Mapping[str, Mapping[str, Any]],
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        max_length: int = 1024,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        group_by_length: bool = True,
+        augment: bool = False,
+        tasks: Sequence[str] | None = None,
+        max_records: Mapping[str, int] | None = None,
+        image_root: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.instructions_dir = Path(instructions_dir)
+        self.tokenizer = tokenizer
+        self.image_transforms = {modality: dict(settings) for modality, settings in image_transforms.items()}
+        self.system_prompt = system_prompt
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.group_by_length = group_by_length
+        self.augment = augment
+        self.tasks = set(tasks) if tasks else None
+        self.max_records = dict(max_records or {})
+        self.explicit_image_root = image_root
+        self.seed = seed
+        self.datasets: dict[str, InstructionDataset] = {}
+
+    @property
+    def image_root(self) -> Path:
+        """Folder image paths are relative to: `image_root` if given, else the manifest's."""
+        if self.explicit_image_root:
+            return Path(self.explicit_image_root)
+        manifest = self.instructions_dir / "manifest.json"
+        if not manifest.is_file():
+            raise FileNotFoundError(f"{manifest} not found; run `make data` (grok-generate) or set data.image_root")
+        root = json.loads(manifest.read_text(encoding="utf-8")).get("image_root")
+        if not root:
+            raise InstructionFormatError(f"{manifest}: no 'image_root' key (contract 5)")
+        return Path(root)
+
+    def transform_settings(self, modality: str) -> dict[str, Any]:
+        """`family`/`image_size` of a modality; an existing encoder export (`export` key) overrides the config."""
+        settings = dict(self.image_transforms[modality])
+        export = settings.pop("export", None)
+        if export and Path(export).with_suffix(".json").is_file():
+            settings.update(read_export_config(export).get("transform") or {})
+        return settings
+
+    def transforms(self, train: bool) -> dict[str, Callable]:
+        """Preprocessing per modality (augmentation only with `train` and `augment`)."""
+        transforms = {}
+        for modality in self.image_transforms:
+            settings = self.transform_settings(modality)
+            transforms[modality] = build_transform(
+                family=settings.get("family", "tiny"),
+                modality=modality,
+                image_size=int(settings["image_size"]),
+                train=train and self.augment,
+            )
+        return transforms
+
+    def build_dataset(self, split: str, generation: bool = False) -> InstructionDataset:
+        """The dataset of one split (`generation`: prompts only, references kept)."""
+        records = read_instructions(self.instructions_dir / f"{split}.jsonl")
+        if self.tasks:
+            records = [record for record in records if record.get("task") in self.tasks]
+        if split in self.max_records:
+            records = records[: int(self.max_records[split])]
+        return InstructionDataset(
+            records,
+            self.tokenizer,
+            self.image_root,
+            self.transforms(train=split == "train" and not generation),
+            system_prompt=self.system_prompt,
+            max_length=self.max_length,
+            generation=generation,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Tokenise the train and val splits (once)."""
+        for split in ("train", "val"):
+            if split not in self.datasets:
+                self.datasets[split] = self.build_dataset(split)
+                log.info("%s: %d conversations", split, len(self.datasets[split]))
+
+    def attach_features(self, modality: str, features: Mapping[str, torch.Tensor]) -> None:
+        """Serve cached encoder features of `modality` instead of reading images (see `feature_cache`)."""
+        for dataset in self.datasets.values():
+            dataset.features[modality] = features
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.datasets["train"]
+        sampler = (
+            LengthGroupedSampler(dataset.lengths, self.batch_size, seed=self.seed) if self.group_by_length else None
+        )
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            shuffle=sampler is None,
+            collate_fn=InstructCollator(self.tokenizer.pad_token_id, "right"),
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            drop_last=False,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.datasets["val"],
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            collate_fn=InstructCollator(self.tokenizer.pad_token_id, "right"),
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+        )

@@ -1,0 +1,98 @@
+"""Export of a trained GROK MLLM: a plain-peft adapter, projector/fusion weights, the vocabulary map, the config.
+
+Layout of the export folder:
+  adapter/                 LoRA adapter (`PeftModel.from_pretrained(base, "<dir>/adapter")`)
+  base_model/              the frozen base Qwen2 in transformers format, only when it was randomly initialised
+  fusion.safetensors       projector/fusion weights (keys of `GrokMLLM.fusion`)
+  trainable.safetensors    every trainable parameter + the vocabulary map (what grok-infer loads)
+  vocab_map.json           kept real Qwen2 ids (trimmed vocabulary only)
+  mllm_config.yaml         the resolved training config (model, data, generation) to rebuild the model
+  merged/                  optional: base + LoRA merged into one transformers model folder
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file, save_file
+
+from grok.mllm.build import frozen_checksum
+from grok.mllm.module import InstructModule
+
+log = logging.getLogger(__name__)
+CONFIG_FILE = "mllm_config.yaml"
+
+
+def export_mllm(module: InstructModule, directory: str | Path, cfg: DictConfig, merge: bool = False) -> Path:
+    """Write the export folder for `module` trained with config `cfg`; return the folder."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model = module.model
+    if hasattr(model.language_model, "peft_config"):
+        model.language_model.save_pretrained(str(directory / "adapter"))
+    if not cfg.llm.get("pretrained_path"):  # a random base cannot be re-downloaded: ship it for plain peft
+        base = copy.deepcopy(model.language_model)
+        base = base.unload() if hasattr(base, "unload") else base
+        base.save_pretrained(str(directory / "base_model"))
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in model.fusion.state_dict().items()},
+        directory / "fusion.safetensors",
+    )
+    trainable = {k: v.detach().cpu().contiguous() for k, v in module.trainable_state_dict().items()}
+    save_file(
+        trainable, directory / "trainable.safetensors", metadata={"frozen_checksum": repr(frozen_checksum(model))}
+    )
+    if model.vocabulary is not None:
+        model.vocabulary.save(directory / "vocab_map.json")
+    saved = {key: _resolved(cfg, key) for key in ("model", "data", "generation", "system_prompt") if key in cfg}
+    OmegaConf.save(OmegaConf.create(saved), directory / CONFIG_FILE)
+    if merge and hasattr(model.language_model, "merge_and_unload"):
+        merged = copy.deepcopy(model.language_model).merge_and_unload()
+        merged.save_pretrained(str(directory / "merged"))
+    log.info("exported the GROK MLLM to %s", directory)
+    return directory
+
+
+def _resolved(cfg: DictConfig, key: str) -> Any:
+    node = cfg[key]
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def load_exported_mllm(
+    directory: str | Path, overrides: dict[str, Any] | None = None
+) -> tuple[InstructModule, DictConfig]:
+    """Rebuild the InstructModule from an export folder and load its trained weights (frozen ones are checked)."""
+    directory = Path(directory)
+    config_file = directory / CONFIG_FILE
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file} not found: is {directory} a GROK MLLM export? Run `make train-mllm`")
+    cfg = OmegaConf.load(config_file)
+    if (directory / "vocab_map.json").is_file():
+        cfg.model.vocabulary = {"trim": True, "map_file": str(directory / "vocab_map.json")}
+    for key, value in (overrides or {}).items():
+        OmegaConf.update(cfg, key, value, merge=True)
+    module: InstructModule = hydra.utils.instantiate(cfg.model)
+    weights_file = directory / "trainable.safetensors"
+    state = load_file(str(weights_file))
+    missing = set(state) - set(module.state_dict())
+    if missing:
+        raise RuntimeError(f"{weights_file}: weights not in the rebuilt model: {sorted(missing)[:5]}")
+    module.load_state_dict(state, strict=False)
+    from safetensors import safe_open
+
+    with safe_open(str(weights_file), "pt") as handle:
+        expected = float((handle.metadata() or {}).get("frozen_checksum", "nan"))
+    actual = frozen_checksum(module.model)
+    if not math.isnan(expected) and not math.isclose(expected, actual, rel_tol=1e-6):
+        raise RuntimeError(
+            f"{directory}: frozen weights rebuilt from {config_file} (checksum {actual:.6g}) differ from training "
+            f"({expected:.6g}); check llm.pretrained_path, the encoder exports and model.init_seed"
+        )
+    module.eval()
+    return module, cfg

@@ -1,0 +1,54 @@
+"""Frozen-encoder features computed once, stored on disk, and reused across epochs and runs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+
+def encoder_fingerprint(encoder: nn.Module, transform: Mapping[str, Any]) -> str:
+    """A short hash of an encoder's weights and its preprocessing (changes whenever either changes)."""
+    digest = hashlib.sha256(json.dumps(dict(transform), sort_keys=True).encode())
+    for name, tensor in encoder.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+@torch.no_grad()
+def cached_features(
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    images: Mapping[str, Path],
+    load_image: Callable[[str], torch.Tensor],
+    cache_file: Path,
+    batch_size: int = 32,
+    description: str = "encoding images",
+) -> dict[str, torch.Tensor]:
+    """Features of every image key in `images`: read from `cache_file`, the missing ones encoded and added to it.
+
+    `encode` maps a [B, 3, H, W] batch to [B, N, D] tokens; `load_image(key)` reads and preprocesses one image.
+    The file is keyed by the image's relative path; name it by `encoder_fingerprint` so stale features are never used.
+    """
+    cache_file = Path(cache_file)
+    stored = load_file(str(cache_file)) if cache_file.is_file() else {}
+    missing = [key for key in images if key not in stored]
+    if missing:
+        for start in tqdm(range(0, len(missing), batch_size), desc=description, leave=False):
+            keys = missing[start : start + batch_size]
+            tokens = encode(torch.stack([load_image(key) for key in keys]))
+            stored.update({key: value.cpu().contiguous() for key, value in zip(keys, tokens, strict=True)})
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        save_file(stored, str(cache_file))
+        log.info("feature cache %s: encoded %d new image(s), %d stored", cache_file, len(missing), len(stored))
+    return {key: stored[key] for key in images}

@@ -1,0 +1,173 @@
+"""InstructModule: instruction tuning of GrokMLLM (LoRA + projectors/fusion) with Lightning."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from grok.mllm.build import build_grok_mllm, build_vocabulary, frozen_checksum
+from grok.mllm.chat import DEFAULT_SYSTEM_PROMPT
+from grok.mllm.encoders import transform_settings
+from grok.mllm.feature_cache import cached_features, encoder_fingerprint
+
+log = logging.getLogger(__name__)
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+class InstructModule(L.LightningModule):
+    """Trains the LoRA adapter, projectors and fusion of a GrokMLLM; encoders and base weights stay frozen.
+
+    Learning rates: `learning_rates.lora` for LoRA factors (and peft `modules_to_save`), `learning_rates.fusion` for
+    projectors/fusion, and
+    `learning_rates.overrides` ({parameter-name prefix: lr}, e.g. the paper's 2e-5 for `fusion.cfp_projector`).
+    Checkpoints hold only trainable parameters (plus the vocabulary map); frozen weights are rebuilt from the config
+    (files or `init_seed`) and checked against the checksum stored in the checkpoint.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        llm: Mapping[str, Any],
+        lora: Mapping[str, Any],
+        oct_encoder: Any,
+        cfp_encoder: Any,
+        fusion: Callable[..., torch.nn.Module],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        learning_rates: Mapping[str, Any] | None = None,
+        weight_decay: float = 0.0,
+        warmup_ratio: float = 0.0,
+        vocabulary: Mapping[str, Any] | None = None,
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        freeze_encoders: bool = True,
+        loss_chunk_size: int | None = None,
+        gradient_checkpointing: bool = False,
+        init_seed: int | None = 0,
+        feature_cache: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        # plain containers only: Lightning reloads checkpoints with torch.load(weights_only=True)
+        self.save_hyperparameters(
+            {
+                "llm": _plain(llm),
+                "lora": _plain(lora),
+                "learning_rates": _plain(learning_rates),
+                "weight_decay": weight_decay,
+                "warmup_ratio": warmup_ratio,
+                "vocabulary": _plain(vocabulary),
+                "system_prompt": system_prompt,
+                "freeze_encoders": freeze_encoders,
+                "init_seed": init_seed,
+            }
+        )
+        self.tokenizer = tokenizer
+        vocabulary_options = dict(_plain(vocabulary) or {"trim": False})
+        self.model = build_grok_mllm(
+            tokenizer,
+            llm=_plain(llm),
+            lora=_plain(lora),
+            encoders={"oct": oct_encoder, "cfp": cfp_encoder},
+            fusion=fusion,
+            vocabulary=build_vocabulary(tokenizer, system_prompt=system_prompt, **vocabulary_options),
+            freeze_encoders=freeze_encoders,
+            loss_chunk_size=loss_chunk_size,
+            gradient_checkpointing=gradient_checkpointing,
+            init_seed=init_seed,
+        )
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.learning_rates = dict(_plain(learning_rates) or {})
+        self.weight_decay = weight_decay
+        self.warmup_ratio = warmup_ratio
+        self.feature_cache = dict(_plain(feature_cache) or {"enabled": False})
+        self.strict_loading = False  # checkpoints hold only trainable parameters
+
+    # ---- data --------------------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """With `feature_cache.enabled`, encode every image once (or read the cache) and serve features instead."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if not self.feature_cache.get("enabled") or datamodule is None or not self.model.freeze_encoders:
+            return
+        directory = Path(self.feature_cache["dir"])
+        for modality, encoder in self.model.encoders.items():
+            settings = transform_settings(encoder, modality)
+            fingerprint = encoder_fingerprint(encoder, settings)
+            for split, dataset in datamodule.datasets.items():
+                features = cached_features(
+                    lambda pixels, m=modality: self.model.encode_images(m, pixels),
+                    dataset.image_items(modality),
+                    lambda key, d=dataset, m=modality: d.load_image(m, key),
+                    directory / f"{modality}-{fingerprint}.safetensors",
+                    batch_size=int(self.feature_cache.get("batch_size", 32)),
+                    description=f"caching {modality} features ({split})",
+                )
+                dataset.features[modality] = features
+
+    # ---- steps -------------------------------------------------------------------------------------------------
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        output = self.model(batch)
+        size = batch["input_ids"].shape[0]
+        self.log("train/loss", output["loss"], prog_bar=True, batch_size=size)
+        self.log("train/tokens", output["tokens"].float(), reduce_fx="sum", batch_size=size)
+        return output["loss"]
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        output = self.model(batch)
+        self.log("val/loss", output["loss"], prog_bar=True, sync_dist=True, batch_size=batch["input_ids"].shape[0])
+
+    # ---- optimisation ------------------------------------------------------------------------------------------
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Trainable parameters grouped by learning rate: LoRA, fusion/projectors, and prefix overrides."""
+        overrides: Mapping[str, float] = self.learning_rates.get("overrides") or {}
+        groups: dict[float, list[torch.nn.Parameter]] = {}
+        for name, parameter in self.model.named_parameters():
+            if not parameter.requires_grad:
+                continue
+            adapter = "lora_" in name or "modules_to_save" in name
+            lr = self.learning_rates.get("lora") if adapter else self.learning_rates.get("fusion")
+            for prefix, override in overrides.items():
+                if name.startswith(prefix):
+                    lr = override
+            if lr is None:
+                raise ValueError(f"no learning rate for trainable parameter {name} (model.learning_rates)")
+            groups.setdefault(float(lr), []).append(parameter)
+        return [{"params": params, "lr": lr, "weight_decay": self.weight_decay} for lr, params in groups.items()]
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.parameter_groups())
+        if self.scheduler_factory is None:
+            return optimizer
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = self.scheduler_factory(
+            optimizer, num_warmup_steps=math.ceil(self.warmup_ratio * total), num_training_steps=total
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- checkpoints -------------------------------------------------------------------------------------------
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Trainable parameters and the vocabulary map: what a checkpoint needs beyond the config."""
+        state = self.state_dict()
+        trainable = {f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad}
+        return {key: value for key, value in state.items() if key in trainable or ".vocabulary." in key}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = self.trainable_state_dict()
+        checkpoint["grok_frozen_checksum"] = frozen_checksum(self.model)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        expected, actual = checkpoint.get("grok_frozen_checksum"), frozen_checksum(self.model)
+        if expected is not None and not math.isclose(expected, actual, rel_tol=1e-6):
+            raise RuntimeError(
+                f"the frozen weights built from this config (checksum {actual:.6g}) differ from those the checkpoint "
+                f"was trained with ({expected:.6g}): check llm.pretrained_path, the encoder exports and init_seed"
+            )

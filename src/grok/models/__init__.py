@@ -1,0 +1,1 @@
+"""Models: image encoders and their checkpoint loaders, the tabular (biomarker) encoder."""

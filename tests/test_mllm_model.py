@@ -1,0 +1,136 @@
+"""GrokMLLM: what trains (and what must not), the plain-peft adapter export, QLoRA on CPU, batched generation."""
+
+from __future__ import annotations
+
+import hydra
+import pytest
+import torch
+from peft import PeftModel
+from transformers import Qwen2ForCausalLM
+
+from grok.mllm.collator import InstructCollator
+from grok.mllm.export import export_mllm, load_exported_mllm
+from grok.mllm.generate import generate_batch
+from helpers import compose_config
+from mllm_helpers import tiny_overrides, write_instruction_fixture
+
+
+@pytest.fixture(scope="module")
+def instructions(tmp_path_factory):
+    return write_instruction_fixture(tmp_path_factory.mktemp("mllm_data"))
+
+
+@pytest.fixture
+def config(instructions, tmp_path):
+    def _make(*extra: str):
+        return compose_config("mllm", tmp_path, tiny_overrides(instructions, list(extra)))
+
+    return _make
+
+
+def _train_batch(cfg, module):
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup("fit")
+    dataset = datamodule.datasets["train"]
+    return InstructCollator(module.tokenizer.pad_token_id)([dataset[i] for i in range(4)])
+
+
+@pytest.mark.parametrize("fusion", ["paper", "cross_attention"])
+def test_one_step_changes_lora_projectors_and_fusion_but_not_encoders_or_base(config, fusion) -> None:
+    cfg = config(f"fusion={fusion}")
+    torch.manual_seed(0)
+    module = hydra.utils.instantiate(cfg.model)
+    batch = _train_batch(cfg, module)
+    before = {name: p.detach().clone() for name, p in module.model.named_parameters()}
+    optimizer = module.optimizer_factory(params=module.parameter_groups())
+    if fusion == "cross_attention":  # gates start at 0 (identity); open them so the attention weights get gradients
+        module.model.fusion.gates.data.fill_(0.5)
+        before = {name: p.detach().clone() for name, p in module.model.named_parameters()}
+    module.model.train()
+
+    def step() -> set[str]:
+        optimizer.zero_grad()
+        module.model(batch)["loss"].backward()
+        optimizer.step()
+        return {name for name, p in module.model.named_parameters() if not torch.equal(p, before[name])}
+
+    changed = step()
+    lora = {name for name in before if "lora_A" in name or "lora_B" in name}
+    trained_copies = {name for name in before if "modules_to_save" in name}  # tiny default: embeddings/head
+    fusion_names = {name for name in before if name.startswith("fusion.")}
+    encoder_names = {name for name in before if name.startswith("encoders.")}
+    base = set(before) - lora - trained_copies - fusion_names - encoder_names
+    assert lora and fusion_names and encoder_names and base
+    assert {n for n in lora if "lora_B" in n} <= changed  # B starts at zero, so A's gradient is zero at step one
+    assert fusion_names <= changed and trained_copies <= changed
+    changed = step()
+    assert lora <= changed  # every LoRA factor trains (the paper's public code froze them all)
+    assert not (changed & encoder_names), sorted(changed & encoder_names)[:3]
+    assert not (changed & base), sorted(changed & base)[:3]
+
+
+def test_paper_lr_override_puts_the_cfp_projector_in_its_own_group(config) -> None:
+    cfg = config("model.learning_rates.lora=2.0e-4")
+    cfg.model.learning_rates.overrides = {"fusion.cfp_projector": 2.0e-5}  # as in experiment/mllm_paper.yaml
+    module = hydra.utils.instantiate(cfg.model)
+    groups = {group["lr"]: group["params"] for group in module.parameter_groups()}
+    cfp_params = {id(p) for p in module.model.fusion.cfp_projector.parameters()}
+    assert {id(p) for p in groups[2.0e-5]} == cfp_params
+    in_lora_group = [n for n, p in module.model.named_parameters() if any(p is q for q in groups[2.0e-4])]
+    assert in_lora_group and all("lora_" in n or "modules_to_save" in n for n in in_lora_group)
+
+
+def test_exported_adapter_reloads_through_plain_peft_with_the_same_logits(config, tmp_path) -> None:
+    cfg = config()
+    torch.manual_seed(0)
+    module = hydra.utils.instantiate(cfg.model)
+    for name, parameter in module.model.language_model.named_parameters():
+        if "lora_B" in name:  # make the adapter non-trivial
+            torch.nn.init.normal_(parameter, std=0.1)
+    export = export_mllm(module, tmp_path / "export", cfg)
+    base = Qwen2ForCausalLM.from_pretrained(export / "base_model")
+    plain = PeftModel.from_pretrained(base, export / "adapter").eval()
+    ids = torch.randint(0, module.model.vocabulary.size, (2, 12))
+    module.model.eval()
+    with torch.no_grad():
+        ours = module.model.causal_lm(input_ids=ids).logits
+        theirs = plain(input_ids=ids).logits
+        without_adapter = Qwen2ForCausalLM.from_pretrained(export / "base_model")(input_ids=ids).logits
+    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(without_adapter, ours, atol=1e-4)
+
+    reloaded, _ = load_exported_mllm(export)
+    batch = _train_batch(cfg, module)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.model(batch)["loss"], module.model(batch)["loss"])
+
+
+def test_qlora_forward_and_backward_on_cpu(config) -> None:
+    import bitsandbytes as bnb
+
+    cfg = config("lora=qlora", "lora.r=4", "lora.alpha=8")
+    module = hydra.utils.instantiate(cfg.model)
+    quantized = [m for m in module.model.causal_lm.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert quantized and quantized[0].weight.quant_type == "nf4"
+    batch = _train_batch(cfg, module)
+    loss = module.model(batch)["loss"]
+    loss.backward()
+    assert torch.isfinite(loss)
+    lora_grads = [p.grad for n, p in module.model.named_parameters() if "lora_B" in n]  # A's is 0 while B == 0
+    assert lora_grads and all(g is not None and g.abs().sum() > 0 for g in lora_grads)
+    # the gradient flows back through the 4-bit layers to the projectors
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.model.fusion.parameters())
+
+
+def test_batched_left_padded_generation_equals_one_by_one(config) -> None:
+    cfg = config()
+    torch.manual_seed(0)
+    module = hydra.utils.instantiate(cfg.model).eval()
+    datamodule = hydra.utils.instantiate(cfg.data)
+    dataset = datamodule.build_dataset("test", generation=True)
+    items = [dataset[i] for i in range(3)]
+    collate = InstructCollator(module.tokenizer.pad_token_id, "left")
+    together = generate_batch(module.model, module.tokenizer, collate(items), max_new_tokens=6)
+    alone = [generate_batch(module.model, module.tokenizer, collate([item]), max_new_tokens=6)[0] for item in items]
+    assert together == alone
+    assert all(isinstance(text, str) and text for text in together)

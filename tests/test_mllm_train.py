@@ -1,0 +1,86 @@
+"""grok-train-mllm end to end on a tiny fixture: fast_dev_run, resume, DDP on two CPU processes, export -> infer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from grok.cli.infer import run as infer
+from grok.cli.train_mllm import run as train_mllm
+from grok.utils.train import train
+from mllm_helpers import tiny_overrides, write_instruction_fixture
+
+
+@pytest.fixture(scope="module")
+def instructions(tmp_path_factory):
+    return write_instruction_fixture(tmp_path_factory.mktemp("mllm_train_data"))
+
+
+def test_fast_dev_run(make_config, instructions) -> None:
+    cfg = make_config(
+        "mllm", tiny_overrides(instructions, ["+trainer.fast_dev_run=true", "callbacks=none", "logger=none"])
+    )
+    metrics, objects = train(cfg)
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    assert objects["trainer"].global_step == 1
+
+
+def test_checkpoint_holds_only_trainable_weights_and_resumes(make_config, instructions, tmp_path) -> None:
+    cfg = make_config("mllm", tiny_overrides(instructions, ["trainer.max_epochs=1", "export.enabled=false"]))
+    train(cfg)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, map_location="cpu", weights_only=False)
+    keys = list(checkpoint["state_dict"])
+    trainable = ("lora_", "modules_to_save", "model.fusion.", ".vocabulary.")
+    assert keys and all(any(part in k for part in trainable) for k in keys)
+    assert not any(k.startswith("model.encoders.") or "original_module" in k for k in keys)
+    resumed = make_config("mllm", tiny_overrides(instructions, ["trainer.max_epochs=2", f"ckpt_path={last}"]))
+    _, objects = train(resumed)
+    assert objects["trainer"].current_epoch == 2
+    steps_per_epoch = checkpoint["global_step"]
+    assert objects["trainer"].global_step == 2 * steps_per_epoch
+    lora_b = next(v for k, v in objects["model"].trainable_state_dict().items() if "lora_B" in k)
+    saved_b = next(v for k, v in checkpoint["state_dict"].items() if "lora_B" in k)
+    assert not torch.equal(lora_b, saved_b)  # training continued from the saved adapter
+
+
+@pytest.mark.distributed
+def test_ddp_on_two_cpu_processes(make_config, instructions) -> None:
+    cfg = make_config(
+        "mllm",
+        tiny_overrides(
+            instructions,
+            # spawn: the default popen launcher would re-run the pytest command line in the child process
+            [
+                "hardware=ddp_cpu",
+                "+hardware.strategy.start_method=spawn",
+                "+trainer.max_steps=2",
+                "model.warmup_ratio=0",
+                "callbacks=none",
+                "logger=none",
+            ],
+        ),
+    )
+    metrics, objects = train(cfg)
+    assert objects["trainer"].world_size == 2
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    # rank 0's trained weights come back to this process: the adapter moved away from its zero init
+    lora_b = [p for n, p in objects["model"].model.named_parameters() if "lora_B" in n]
+    assert lora_b and all(p.abs().sum() > 0 for p in lora_b)
+
+
+def test_train_export_then_infer_writes_predictions(make_config, instructions, tmp_path) -> None:
+    cfg = make_config("mllm", tiny_overrides(instructions, ["trainer.max_epochs=1"]))
+    train_mllm(cfg)
+    export = tmp_path / "artifacts" / "mllm"
+    assert (export / "adapter" / "adapter_config.json").is_file() and (export / "fusion.safetensors").is_file()
+    infer_cfg = make_config(
+        "infer", [f"instructions_dir={instructions}", "generation.max_new_tokens=4", "progress=false"]
+    )
+    path = infer(infer_cfg)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert path.name == "grok_test.jsonl"
+    assert len(rows) == 8 and {row["model"] for row in rows} == {"grok"}
+    assert {row["id"] for row in rows} == {f"Ste{i:03d}_R" for i in range(8)}
