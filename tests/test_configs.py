@@ -23,17 +23,22 @@ def _defaults(config_name: str) -> list:
     return yaml.safe_load((CONF / f"{config_name}.yaml").read_text()).get("defaults", [])
 
 
-def _groups_of(config_name: str) -> dict[str, str]:
-    groups = {}
+def _selections(config_name: str) -> list[tuple[str, str, str]]:
+    """(group, package, option) for each group a top-level config selects, e.g. ('encoder', 'cfp_encoder', ...)."""
+    selections = []
     for entry in _defaults(config_name):
         if isinstance(entry, dict):
             for key, value in entry.items():
-                group = key.split("@")[0].removeprefix("override ").strip()
-                groups[group] = value
-    return groups
+                group, _, package = key.removeprefix("override ").strip().partition("@")
+                selections.append((group, package or group, value))
+    return selections
 
 
-def _cases() -> list[tuple[str, str, str]]:
+def _groups_of(config_name: str) -> dict[str, str]:
+    return {group: option for group, _, option in _selections(config_name)}
+
+
+def _cases() -> list[tuple[str, str, str, str]]:
     cases = []
     for group_dir in sorted(p for p in CONF.iterdir() if p.is_dir()):
         group = group_dir.name
@@ -41,7 +46,13 @@ def _cases() -> list[tuple[str, str, str]]:
         if not hosts:
             continue
         for option in sorted(p.stem for p in group_dir.glob("*.yaml")):
-            cases.append((hosts[0], group, option))
+            # prefer the top-level config (and package) that selects this very option: data/instruct belongs to
+            # mllm, encoder/tiny_cfp to mllm's cfp_encoder
+            chosen = [(name, pkg) for name in hosts for g, pkg, o in _selections(name) if g == group and o == option]
+            host, package = chosen[0] if chosen else (hosts[0], group)
+            if group == "experiment":  # experiments are named <top-level config>_<name>, e.g. align_paper
+                host = option.split("_")[0]
+            cases.append((host, group, package, option))
     return cases
 
 
@@ -70,15 +81,14 @@ def test_top_level_config_composes_and_resolves(config_name: str, tmp_path: Path
     assert cfg.task_name
 
 
-@pytest.mark.parametrize(("host", "group", "option"), _cases())
-def test_every_group_option_instantiates(host: str, group: str, option: str, tmp_path: Path) -> None:
-    overrides = [f"{group}={option}"]
-    if group == "experiment":  # experiments are named <top-level config>_<name>, e.g. align_paper
-        host = option.split("_")[0]
+@pytest.mark.parametrize(("host", "group", "package", "option"), _cases())
+def test_every_group_option_instantiates(host: str, group: str, package: str, option: str, tmp_path: Path) -> None:
+    overrides = [f"{group}={option}" if package == group else f"{group}@{package}={option}"]
+    if group == "experiment":
         overrides = [f"experiment={option}" if "experiment" in _groups_of(host) else f"+experiment={option}"]
     cfg = compose_config(host, tmp_path, overrides)
-    node = cfg.get(group) if group in cfg else cfg
-    for where, target in _targets(node, group):
+    node = cfg.get(package) if package in cfg else cfg
+    for where, target in _targets(node, package):
         hydra.utils.get_object(target._target_)  # the target imports
         if group in IMPORT_ONLY or _has_missing(target):
             continue
