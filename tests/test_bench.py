@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 import yaml
@@ -23,6 +20,7 @@ from grok.bench.text import AnalysedText, tokens_for_overlap_metrics
 from grok.bench.vocabulary import build_vocabulary
 from grok.knowledge.base import load_knowledge_base
 from grok.schema.schema import load_schema
+from helpers import FakeEndpoint
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bench" / "reports.yaml"
 SCHEMA = load_schema()
@@ -271,66 +269,41 @@ def test_shuffled_control_never_keeps_its_own_report():
 
 
 # ------------------------------------------------------------------------------------------------ judge
-class _FakeJudge(BaseHTTPRequestHandler):
-    answers: ClassVar[list[str]] = []
-    calls = 0
-
-    def do_POST(self):
-        length = int(self.headers["Content-Length"])
-        prompt = json.loads(self.rfile.read(length))["messages"][0]["content"]
-        type(self).calls += 1
-        content = (
-            self.answers.pop(0)
-            if self.answers
-            else (
-                '{"labels": ["Glaucoma"]}'
-                if "extract the final diagnosis" in prompt
-                else json.dumps(
-                    {
-                        "DiagnosisAccuracy": 20,
-                        "QuantitativeAccuracy": 18,
-                        "QualitativeAccuracy": 12,
-                        "EvidenceGrounding": 8,
-                        "ReasoningConsistency": 15,
-                        "CoverageCompleteness": 8,
-                        "ImageBiomarkerAlignment": 7,
-                        "ErrorSeverityPenalty": 0,
-                    }
-                )
-            )
-        )
-        body = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+def _judge_default_reply(request: dict) -> str:
+    """The fake judge's answer when no reply is queued: a label list or a valid rubric."""
+    prompt = request["messages"][0]["content"]
+    if "extract the final diagnosis" in prompt:
+        return '{"labels": ["Glaucoma"]}'
+    rubric = {
+        "DiagnosisAccuracy": 20,
+        "QuantitativeAccuracy": 18,
+        "QualitativeAccuracy": 12,
+        "EvidenceGrounding": 8,
+        "ReasoningConsistency": 15,
+        "CoverageCompleteness": 8,
+        "ImageBiomarkerAlignment": 7,
+        "ErrorSeverityPenalty": 0,
+    }
+    return json.dumps(rubric)
 
 
 @pytest.fixture
-def fake_endpoint():
-    server = HTTPServer(("127.0.0.1", 0), _FakeJudge)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    _FakeJudge.calls, _FakeJudge.answers = 0, []
-    yield f"http://127.0.0.1:{server.server_port}/v1"
-    server.shutdown()
-    server.server_close()
+def judge_endpoint():
+    fake = FakeEndpoint(default_reply=_judge_default_reply)
+    yield fake
+    fake.close()
 
 
-def test_llm_judge_validates_json_and_caches(fake_endpoint, tmp_path):
+def test_llm_judge_validates_json_and_caches(judge_endpoint, tmp_path):
     from grok.bench.predictions import Prediction
 
-    judge = LLMJudge(fake_endpoint, "fake", tmp_path / "cache", max_retries=1, timeout_s=5)
+    judge = LLMJudge(judge_endpoint.url, "fake", tmp_path / "cache", max_retries=1, timeout_s=5)
     reference = fixture_references()[0]
-    _FakeJudge.answers = ['{"labels": ["Glaucoma", "Cataract"]}']  # invalid label: retried
+    judge_endpoint.replies = [(200, '{"labels": ["Glaucoma", "Cataract"]}')]  # invalid label: retried
     assert judge.labels(reference.text) == ["Glaucoma"]
-    assert _FakeJudge.calls == 2
-    assert judge.labels(reference.text) == ["Glaucoma"] and _FakeJudge.calls == 2  # cached
-    _FakeJudge.answers = ['{"DiagnosisAccuracy": 25}', "not json"]
+    assert len(judge_endpoint.requests) == 2
+    assert judge.labels(reference.text) == ["Glaucoma"] and len(judge_endpoint.requests) == 2  # cached
+    judge_endpoint.replies = [(200, '{"DiagnosisAccuracy": 25}'), (200, "not json")]
     with pytest.raises(JudgeAnswerError, match="no valid answer"):
         judge.rubric(reference, "Some other report.")
     result = judge.evaluate([reference], [Prediction(reference.id, reference.text)], [["Glaucoma"]])
@@ -361,12 +334,12 @@ def test_oracle_at_ceiling_and_shuffled_near_floor_on_syntheye(syntheye_dir, mak
     assert shuffled["clinical_score"] < 0.5 * oracle["clinical_score"]
 
 
-def test_grok_eval_with_the_openai_judge_config(fake_endpoint, make_config, tmp_path):
+def test_grok_eval_with_the_openai_judge_config(judge_endpoint, make_config, tmp_path):
     from grok.bench.evaluate import run_evaluation
 
     reference_path = write_instructions(tmp_path / "test.jsonl", fixture_references()[:2])
     cfg = make_config("eval", [f"reference_path={reference_path}", "embedding=null", "meteor=false",
-                               "bootstrap.resamples=10", "judge=openai", f"judge.base_url={fake_endpoint}",
+                               "bootstrap.resamples=10", "judge=openai", f"judge.base_url={judge_endpoint.url}",
                                "baselines.majority=false", "baselines.shuffled=false"])  # fmt: skip
     run_evaluation(cfg)
     judged = json.loads((tmp_path / "artifacts" / "benchmark" / "metrics.json").read_text())["models"]

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import random
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
@@ -14,43 +11,11 @@ from grok.knowledge import evaluate_row, load_knowledge_base
 from grok.knowledge.instructions import EyeCase, InstructionBuilder
 from grok.knowledge.llm_writer import LLMWriter
 from grok.knowledge.writer import ReportWriter, conclude
+from helpers import FakeEndpoint
 from knowledge_rows import normal_row
 
 KB = load_knowledge_base()
 BUILDER = InstructionBuilder(ReportWriter(KB))
-
-
-class FakeEndpoint:
-    """Answers /chat/completions with queued (status, text) pairs and records the requests it got."""
-
-    def __init__(self) -> None:
-        self.replies: list[tuple[int, str]] = []
-        self.requests: list[dict] = []
-        endpoint = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                endpoint.requests.append(body)
-                status, text = endpoint.replies.pop(0)
-                payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
