@@ -134,3 +134,35 @@ def test_batched_left_padded_generation_equals_one_by_one(config) -> None:
     alone = [generate_batch(module.model, module.tokenizer, collate([item]), max_new_tokens=6)[0] for item in items]
     assert together == alone
     assert all(isinstance(text, str) and text for text in together)
+
+
+def test_batch_input_norm_standardises_tokens_that_share_a_large_constant() -> None:
+    from grok.mllm.projector import input_norm
+
+    torch.manual_seed(0)
+    shared = torch.randn(1, 1, 16) * 8  # image-independent part, much larger than the image-dependent one
+    tokens = shared + 0.1 * torch.randn(6, 5, 16)
+    norm = input_norm(16, "batch").train()
+    standardised = norm(tokens).reshape(-1, 16)
+    torch.testing.assert_close(standardised.mean(0), torch.zeros(16), atol=1e-4, rtol=0)
+    torch.testing.assert_close(standardised.std(0, unbiased=False), torch.ones(16), atol=1e-3, rtol=0)
+    assert isinstance(input_norm(16, None), torch.nn.Identity)
+    with pytest.raises(ValueError, match="input_norm"):
+        input_norm(16, "layer")
+
+
+def test_input_norm_statistics_travel_with_the_export(config, tmp_path) -> None:
+    cfg = config("fusion.input_norm=batch")
+    torch.manual_seed(0)
+    module = hydra.utils.instantiate(cfg.model)
+    batch = _train_batch(cfg, module)
+    module.model.train()
+    module.model(batch)  # one training forward updates the running statistics
+    running = module.model.fusion.oct_norm.norm.running_mean.clone()
+    assert running.abs().sum() > 0
+    assert "model.fusion.oct_norm.norm.running_mean" in module.trainable_state_dict()
+    reloaded, _ = load_exported_mllm(export_mllm(module, tmp_path / "export", cfg))
+    torch.testing.assert_close(reloaded.model.fusion.oct_norm.norm.running_mean, running)
+    module.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.model(batch)["loss"], module.model(batch)["loss"])

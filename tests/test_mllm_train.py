@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from grok.cli.infer import row_record
 from grok.cli.infer import run as infer
 from grok.cli.train_mllm import run as train_mllm
 from grok.utils.train import train
@@ -71,7 +72,7 @@ def test_ddp_on_two_cpu_processes(make_config, instructions) -> None:
     assert lora_b and all(p.abs().sum() > 0 for p in lora_b)
 
 
-def test_train_export_then_infer_writes_predictions(make_config, instructions, tmp_path) -> None:
+def test_train_export_then_infer_writes_predictions(make_config, instructions, tmp_path, syntheye_dir) -> None:
     cfg = make_config("mllm", tiny_overrides(instructions, ["trainer.max_epochs=1"]))
     train_mllm(cfg)
     export = tmp_path / "artifacts" / "mllm"
@@ -84,3 +85,22 @@ def test_train_export_then_infer_writes_predictions(make_config, instructions, t
     assert path.name == "grok_test.jsonl"
     assert len(rows) == 8 and {row["model"] for row in rows} == {"grok"}
     assert {row["id"] for row in rows} == {f"Ste{i:03d}_R" for i in range(8)}
+
+    # single case from one biomarker-table row: stage one's prompt for that eye, with its images
+    table = syntheye_dir / "biomarkers.parquet"
+    row_cfg = make_config("infer", [f"row.table={table}", "row.eye_id=S000003_L", "generation.max_new_tokens=4"])
+    assert isinstance(infer(row_cfg), str)
+    with pytest.raises(ValueError, match="no row with eye id 'S999999_L'"):
+        infer(make_config("infer", [f"row.table={table}", "row.eye_id=S999999_L"]))
+
+
+def test_row_record_is_the_stage_one_prompt_of_that_row(syntheye_dir) -> None:
+    import pandas as pd
+
+    table = pd.read_parquet(syntheye_dir / "biomarkers.parquet")
+    row = table[(table["subject_id"] == "S000003") & (table["eye"] == "L")].iloc[0]
+    record, image_root = row_record(syntheye_dir / "biomarkers.parquet", "S000003_L")
+    (human,) = record["conversations"]
+    assert human["from"] == "human" and human["value"].startswith("<oct>\n<cfp>\n")
+    assert f"{row['sbp_mmhg']:.0f}/{row['dbp_mmhg']:.0f} mmHg" in human["value"]
+    assert all((image_root / path).is_file() for path in record["images"].values())

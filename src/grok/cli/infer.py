@@ -1,7 +1,13 @@
-"""`grok-infer`: diagnostic reports from the exported GROK MLLM, for a whole split or a single case."""
+"""`grok-infer`: diagnostic reports from the exported GROK MLLM, for a whole split or a single case.
+
+A single case is either images plus a prompt of your own, or one row of a biomarker table (`row.table`,
+`row.eye_id`): the row becomes the prompt stage one writes for it (demographics and systemic measures; the image
+quantities are left for the model to read), with the row's OCT and CFP images.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -29,8 +35,12 @@ def run(cfg: DictConfig) -> Path | str:
     overrides = {key: value for key, value in OmegaConf.to_container(cfg.generation).items() if value is not None}
     settings = {**OmegaConf.to_container(train_cfg.get("generation") or {}), **overrides}
     data = train_cfg.data
-    single = any(cfg.images.get(m) for m in ("oct", "cfp")) or cfg.prompt
-    if single:
+    from_row = bool(cfg.row.get("table"))
+    single = from_row or any(cfg.images.get(m) for m in ("oct", "cfp")) or cfg.prompt
+    if from_row:
+        record, image_root = row_record(cfg.row.table, cfg.row.eye_id, cfg.row.knowledge_base)
+        records = [record]
+    elif single:
         records = [_single_record(cfg)]
         image_root = Path(".")
     else:
@@ -65,14 +75,32 @@ def run(cfg: DictConfig) -> Path | str:
 
 
 def _image_root(cfg: DictConfig, data: DictConfig) -> Path:
-    import json
-
     if data.get("image_root"):
         return Path(data.image_root)
     manifest = Path(cfg.instructions_dir) / "manifest.json"
     if not manifest.is_file():
         raise FileNotFoundError(f"{manifest} not found; run `make data` first or set instructions_dir")
     return Path(json.loads(manifest.read_text(encoding="utf-8"))["image_root"])
+
+
+def row_record(table_path: str | Path, eye_id: str | None, knowledge_base: str | None = None) -> tuple[dict, Path]:
+    """The `report` prompt record stage one writes for one table row (answer removed), and its image root."""
+    from grok.knowledge.base import load_knowledge_base
+    from grok.knowledge.generate import GenerationPlan, RecordFactory, eye_ids, read_table
+    from grok.knowledge.instructions import InstructionBuilder
+    from grok.knowledge.writer import ReportWriter
+
+    table = read_table(table_path)
+    ids = eye_ids(table)
+    if eye_id not in ids:
+        raise ValueError(f"{table_path}: no row with eye id {eye_id!r} (row.eye_id); ids look like {ids[:3]}")
+    kb = load_knowledge_base(knowledge_base)
+    plan = GenerationPlan(fractions={"test": 1.0}, mix={"test": {"report": 1}})
+    factory = RecordFactory(kb, InstructionBuilder(ReportWriter(kb)), plan)
+    _, lines = factory.records(table.iloc[ids.index(eye_id)].to_dict(), eye_id, "test")
+    record = json.loads(lines[0])
+    record["conversations"] = record["conversations"][:1]
+    return record, Path(table_path).resolve().parent
 
 
 def _single_record(cfg: DictConfig) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from itertools import pairwise
 from pathlib import Path
@@ -174,11 +175,8 @@ class KnowledgeBase:
 
     def drop_superseded(self, finding_ids: set[str]) -> set[str]:
         """The findings without those a more specific present finding supersedes (e.g. enlarged VCDR by cupping)."""
-        return {
-            f
-            for f in finding_ids
-            if not (f in self.findings and any(o in finding_ids for o in self.findings[f].superseded_by))
-        }
+        dropped = {f for f, by in _supersessions(self) if f in finding_ids and not by.isdisjoint(finding_ids)}
+        return set(finding_ids) - dropped
 
     def diagnose_present(
         self, present: frozenset[str] | set[str], systemic: Mapping[str, Any] | None = None
@@ -474,3 +472,9 @@ class _Parser:
             source=self._source(spec, where),
             **lists,
         )
+
+
+@lru_cache(maxsize=16)
+def _supersessions(kb: KnowledgeBase) -> tuple[tuple[str, frozenset[str]], ...]:
+    """(finding id, the ids that supersede it) for every finding that another can supersede."""
+    return tuple((f.id, frozenset(f.superseded_by)) for f in kb.findings.values() if f.superseded_by)

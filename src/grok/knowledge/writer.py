@@ -69,7 +69,14 @@ class ReportWriter:
     # ------------------------------------------------------------------------------------------ shared pieces
     def listed_quantities(self, assessment: Assessment) -> list[Quantity]:
         """The quantities a report lists, in schema order: the KB's core set, every biomarker behind a finding, and
-        the `max_extra_abnormal` other abnormal ones that lie furthest outside their range (relative to its width)."""
+        the `max_extra_abnormal` other abnormal ones that lie furthest outside their range (relative to its width).
+        Memoised per assessment (an eye's records share it)."""
+        memo = self._memo.get(id(assessment.quantities))
+        if memo is None or memo[0] is not assessment.quantities:
+            memo = self._remember(assessment.quantities, self._listed_quantities(assessment))
+        return memo[1]
+
+    def _listed_quantities(self, assessment: Assessment) -> list[Quantity]:
         cited = {name for finding in assessment.findings for name in finding.biomarkers}
         extra = [
             q for q in assessment.quantities if q.status in ABNORMAL and q.name not in self.core and q.name not in cited

@@ -4,6 +4,8 @@ Every fusion takes the encoders' tokens of all images in a batch, `oct_tokens` [
 [n_cfp, M, D_cfp] (either may be None), plus `pairs` [n_pairs, 2] (indices of an OCT and a CFP image of the same
 eye, for designs that mix the two), and returns the two sequences at the language model's width; each sequence is
 spliced at its own placeholder, so a conversation `<oct>\\n<cfp>` receives the concatenation OCT tokens + CFP tokens.
+Every design takes `input_norm` (None or "batch", see `grok.mllm.projector.input_norm`), applied to each modality's
+encoder tokens before anything else.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from grok.mllm.projector import MLPProjector
+from grok.mllm.projector import MLPProjector, input_norm
 
 FusedTokens = tuple[Tensor | None, Tensor | None]
 
@@ -19,31 +21,38 @@ FusedTokens = tuple[Tensor | None, Tensor | None]
 class PaperFusion(nn.Module):
     """The GROK paper's design: CFP -> CFP projector; OCT -> its own MLP (D_oct -> D_cfp) -> the CFP projector."""
 
-    def __init__(self, oct_dim: int, cfp_dim: int, llm_dim: int, projector_depth: int = 2) -> None:
+    def __init__(
+        self, oct_dim: int, cfp_dim: int, llm_dim: int, projector_depth: int = 2, input_norm: str | None = None
+    ) -> None:
         super().__init__()
+        self.oct_norm, self.cfp_norm = _input_norms(oct_dim, cfp_dim, input_norm)
         self.oct_adapter = MLPProjector(oct_dim, cfp_dim, depth=projector_depth)
         self.cfp_projector = MLPProjector(cfp_dim, llm_dim, depth=projector_depth)
 
     def forward(self, oct_tokens: Tensor | None, cfp_tokens: Tensor | None, pairs: Tensor | None = None) -> FusedTokens:
         """Project each modality; the OCT path shares the CFP projector after its adapter."""
-        oct_out = self.cfp_projector(self.oct_adapter(oct_tokens)) if oct_tokens is not None else None
-        cfp_out = self.cfp_projector(cfp_tokens) if cfp_tokens is not None else None
+        oct_out = self.cfp_projector(self.oct_adapter(self.oct_norm(oct_tokens))) if oct_tokens is not None else None
+        cfp_out = self.cfp_projector(self.cfp_norm(cfp_tokens)) if cfp_tokens is not None else None
         return oct_out, cfp_out
 
 
 class ConcatModalityFusion(nn.Module):
     """One projector per modality plus a learned modality embedding added to every token of that modality."""
 
-    def __init__(self, oct_dim: int, cfp_dim: int, llm_dim: int, projector_depth: int = 2) -> None:
+    def __init__(
+        self, oct_dim: int, cfp_dim: int, llm_dim: int, projector_depth: int = 2, input_norm: str | None = None
+    ) -> None:
         super().__init__()
+        self.oct_norm, self.cfp_norm = _input_norms(oct_dim, cfp_dim, input_norm)
         self.oct_projector = MLPProjector(oct_dim, llm_dim, depth=projector_depth)
         self.cfp_projector = MLPProjector(cfp_dim, llm_dim, depth=projector_depth)
         self.modality_embedding = nn.Parameter(torch.randn(2, llm_dim) * 0.02)
 
     def forward(self, oct_tokens: Tensor | None, cfp_tokens: Tensor | None, pairs: Tensor | None = None) -> FusedTokens:
         """Project each modality and tag it with its modality embedding."""
-        oct_out = self.oct_projector(oct_tokens) + self.modality_embedding[0] if oct_tokens is not None else None
-        cfp_out = self.cfp_projector(cfp_tokens) + self.modality_embedding[1] if cfp_tokens is not None else None
+        embedding = self.modality_embedding
+        oct_out = self.oct_projector(self.oct_norm(oct_tokens)) + embedding[0] if oct_tokens is not None else None
+        cfp_out = self.cfp_projector(self.cfp_norm(cfp_tokens)) + embedding[1] if cfp_tokens is not None else None
         return oct_out, cfp_out
 
 
@@ -54,8 +63,16 @@ class CrossAttentionFusion(ConcatModalityFusion):
     training starts from the concatenation design; unpaired images pass through unchanged.
     """
 
-    def __init__(self, oct_dim: int, cfp_dim: int, llm_dim: int, projector_depth: int = 2, num_heads: int = 4) -> None:
-        super().__init__(oct_dim, cfp_dim, llm_dim, projector_depth)
+    def __init__(
+        self,
+        oct_dim: int,
+        cfp_dim: int,
+        llm_dim: int,
+        projector_depth: int = 2,
+        num_heads: int = 4,
+        input_norm: str | None = None,
+    ) -> None:
+        super().__init__(oct_dim, cfp_dim, llm_dim, projector_depth, input_norm)
         self.oct_from_cfp = nn.MultiheadAttention(llm_dim, num_heads, batch_first=True)
         self.cfp_from_oct = nn.MultiheadAttention(llm_dim, num_heads, batch_first=True)
         self.norm_oct = nn.LayerNorm(llm_dim)
@@ -75,3 +92,7 @@ class CrossAttentionFusion(ConcatModalityFusion):
         oct_out = oct_out.index_add(0, oct_index, gates[0] * oct_update)
         cfp_out = cfp_out.index_add(0, cfp_index, gates[1] * cfp_update)
         return oct_out, cfp_out
+
+
+def _input_norms(oct_dim: int, cfp_dim: int, kind: str | None) -> tuple[nn.Module, nn.Module]:
+    return input_norm(oct_dim, kind), input_norm(cfp_dim, kind)

@@ -155,9 +155,11 @@ class InstructModule(L.LightningModule):
 
     # ---- checkpoints -------------------------------------------------------------------------------------------
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Trainable parameters and the vocabulary map: what a checkpoint needs beyond the config."""
+        """Trainable parameters, the fusion's buffers (e.g. normalisation statistics) and the vocabulary map: what a
+        checkpoint needs beyond the config."""
         state = self.state_dict()
         trainable = {f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad}
+        trainable |= {f"model.fusion.{name}" for name, _ in self.model.fusion.named_buffers()}
         return {key: value for key, value in state.items() if key in trainable or ".vocabulary." in key}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
