@@ -92,6 +92,8 @@ def test_train_export_then_infer_writes_predictions(make_config, instructions, t
     assert isinstance(infer(row_cfg), str)
     with pytest.raises(ValueError, match="no row with eye id 'S999999_L'"):
         infer(make_config("infer", [f"row.table={table}", "row.eye_id=S999999_L"]))
+    with pytest.raises(ValueError, match=r"needs row\.eye_id"):
+        infer(make_config("infer", [f"row.table={table}"]))
 
 
 def test_row_record_is_the_stage_one_prompt_of_that_row(syntheye_dir) -> None:

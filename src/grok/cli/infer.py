@@ -90,6 +90,8 @@ def row_record(table_path: str | Path, eye_id: str | None, knowledge_base: str |
     from grok.knowledge.instructions import InstructionBuilder
     from grok.knowledge.writer import ReportWriter
 
+    if not eye_id:
+        raise ValueError(f"row.table={table_path} needs row.eye_id ('<subject_id>_<eye>', e.g. S000123_R)")
     table = read_table(table_path)
     ids = eye_ids(table)
     if eye_id not in ids:

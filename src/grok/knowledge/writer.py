@@ -70,7 +70,8 @@ class ReportWriter:
     def listed_quantities(self, assessment: Assessment) -> list[Quantity]:
         """The quantities a report lists, in schema order: the KB's core set, every biomarker behind a finding, and
         the `max_extra_abnormal` other abnormal ones that lie furthest outside their range (relative to its width).
-        Memoised per assessment (an eye's records share it)."""
+        Memoised per assessment (an eye's records share it); keyed by its quantities tuple, as the assessment itself
+        keys the rendered rows."""
         memo = self._memo.get(id(assessment.quantities))
         if memo is None or memo[0] is not assessment.quantities:
             memo = self._remember(assessment.quantities, self._listed_quantities(assessment))
