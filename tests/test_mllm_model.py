@@ -137,18 +137,18 @@ def test_batched_left_padded_generation_equals_one_by_one(config) -> None:
 
 
 def test_batch_input_norm_standardises_tokens_that_share_a_large_constant() -> None:
-    from grok.mllm.projector import input_norm
+    from grok.mllm.projector import build_input_norm
 
     torch.manual_seed(0)
     shared = torch.randn(1, 1, 16) * 8  # image-independent part, much larger than the image-dependent one
     tokens = shared + 0.1 * torch.randn(6, 5, 16)
-    norm = input_norm(16, "batch").train()
+    norm = build_input_norm(16, "batch").train()
     standardised = norm(tokens).reshape(-1, 16)
     torch.testing.assert_close(standardised.mean(0), torch.zeros(16), atol=1e-4, rtol=0)
     torch.testing.assert_close(standardised.std(0, unbiased=False), torch.ones(16), atol=1e-3, rtol=0)
-    assert isinstance(input_norm(16, None), torch.nn.Identity)
+    assert isinstance(build_input_norm(16, None), torch.nn.Identity)
     with pytest.raises(ValueError, match="input_norm"):
-        input_norm(16, "layer")
+        build_input_norm(16, "layer")
 
 
 def test_input_norm_statistics_travel_with_the_export(config, tmp_path) -> None:

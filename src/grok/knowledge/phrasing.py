@@ -71,13 +71,12 @@ class Phrasebook:
 
     def choose(self, key: str, rng: random.Random | PhraseRng) -> str:
         """One variant of `key` as a raw template (to fill many times, e.g. one line format for a whole report)."""
-        options = self._variants.get(key) or self.variants(key)
+        options = self.variants(key)
         return options[0] if len(options) == 1 else options[int(rng.random() * len(options))]
 
     def pick(self, key: str, rng: random.Random | PhraseRng, **values: Any) -> str:
         """One variant of `key`, chosen by `rng`, with `values` substituted."""
-        options = self._variants.get(key) or self.variants(key)  # inlined `choose`: the writer's hottest call
-        template = options[0] if len(options) == 1 else options[int(rng.random() * len(options))]
+        template = self.choose(key, rng)
         return template.format_map(values) if values else template
 
     def mapping(self, key: str) -> dict[str, str]:

@@ -4,8 +4,8 @@ Every fusion takes the encoders' tokens of all images in a batch, `oct_tokens` [
 [n_cfp, M, D_cfp] (either may be None), plus `pairs` [n_pairs, 2] (indices of an OCT and a CFP image of the same
 eye, for designs that mix the two), and returns the two sequences at the language model's width; each sequence is
 spliced at its own placeholder, so a conversation `<oct>\\n<cfp>` receives the concatenation OCT tokens + CFP tokens.
-Every design takes `input_norm` (None or "batch", see `grok.mllm.projector.input_norm`), applied to each modality's
-encoder tokens before anything else.
+Every design takes `input_norm` (None or "batch", see `grok.mllm.projector.build_input_norm`), applied to each
+modality's encoder tokens before anything else.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from grok.mllm.projector import MLPProjector, input_norm
+from grok.mllm.projector import MLPProjector, build_input_norm
 
 FusedTokens = tuple[Tensor | None, Tensor | None]
 
@@ -25,7 +25,7 @@ class PaperFusion(nn.Module):
         self, oct_dim: int, cfp_dim: int, llm_dim: int, projector_depth: int = 2, input_norm: str | None = None
     ) -> None:
         super().__init__()
-        self.oct_norm, self.cfp_norm = _input_norms(oct_dim, cfp_dim, input_norm)
+        self.oct_norm, self.cfp_norm = build_input_norm(oct_dim, input_norm), build_input_norm(cfp_dim, input_norm)
         self.oct_adapter = MLPProjector(oct_dim, cfp_dim, depth=projector_depth)
         self.cfp_projector = MLPProjector(cfp_dim, llm_dim, depth=projector_depth)
 
@@ -43,7 +43,7 @@ class ConcatModalityFusion(nn.Module):
         self, oct_dim: int, cfp_dim: int, llm_dim: int, projector_depth: int = 2, input_norm: str | None = None
     ) -> None:
         super().__init__()
-        self.oct_norm, self.cfp_norm = _input_norms(oct_dim, cfp_dim, input_norm)
+        self.oct_norm, self.cfp_norm = build_input_norm(oct_dim, input_norm), build_input_norm(cfp_dim, input_norm)
         self.oct_projector = MLPProjector(oct_dim, llm_dim, depth=projector_depth)
         self.cfp_projector = MLPProjector(cfp_dim, llm_dim, depth=projector_depth)
         self.modality_embedding = nn.Parameter(torch.randn(2, llm_dim) * 0.02)
@@ -92,7 +92,3 @@ class CrossAttentionFusion(ConcatModalityFusion):
         oct_out = oct_out.index_add(0, oct_index, gates[0] * oct_update)
         cfp_out = cfp_out.index_add(0, cfp_index, gates[1] * cfp_update)
         return oct_out, cfp_out
-
-
-def _input_norms(oct_dim: int, cfp_dim: int, kind: str | None) -> tuple[nn.Module, nn.Module]:
-    return input_norm(oct_dim, kind), input_norm(cfp_dim, kind)

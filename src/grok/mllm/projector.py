@@ -21,7 +21,7 @@ class TokenBatchNorm(nn.Module):
         return self.norm(tokens.reshape(-1, tokens.shape[-1])).reshape(tokens.shape)
 
 
-def input_norm(dim: int, kind: str | None) -> nn.Module:
+def build_input_norm(dim: int, kind: str | None) -> nn.Module:
     """The normalisation applied to an encoder's tokens before projection: none, or `"batch"` (TokenBatchNorm).
 
     Frozen ViT tokens share a large image-independent component (position embeddings, the final norm's bias): on
