@@ -151,8 +151,29 @@ def test_batch_input_norm_standardises_tokens_that_share_a_large_constant() -> N
         build_input_norm(16, "layer")
 
 
-def test_input_norm_statistics_travel_with_the_export(config, tmp_path) -> None:
-    cfg = config("fusion.input_norm=batch")
+def test_position_input_norm_leaves_only_what_differs_between_images() -> None:
+    from grok.mllm.projector import build_input_norm
+
+    torch.manual_seed(0)
+    per_position = torch.randn(1, 5, 16) * 8  # differs between positions, shared by every image
+    tokens = per_position + 0.1 * torch.randn(6, 5, 16)
+    across_images = {
+        kind: build_input_norm(16, kind, num_tokens=5).train()(tokens).var(0, unbiased=False).mean().item()
+        for kind in ("batch", "position")
+    }
+    assert across_images["position"] == pytest.approx(1.0, abs=0.01)  # BatchNorm eps
+    assert across_images["batch"] < 0.01  # per-feature statistics leave the per-position part dominant
+    single = build_input_norm(16, "position", num_tokens=5).train()
+    torch.testing.assert_close(single(tokens[:1]), tokens[:1] / (1 + 1e-5) ** 0.5)  # running stats at init: 0, 1
+    with pytest.raises(ValueError, match="5 tokens of width 16"):
+        build_input_norm(16, "position", num_tokens=5)(torch.randn(2, 7, 16))
+    with pytest.raises(ValueError, match="token count"):
+        build_input_norm(16, "position")
+
+
+@pytest.mark.parametrize("kind", ["batch", "position"])
+def test_input_norm_statistics_travel_with_the_export(config, tmp_path, kind) -> None:
+    cfg = config(f"fusion.input_norm={kind}")
     torch.manual_seed(0)
     module = hydra.utils.instantiate(cfg.model)
     batch = _train_batch(cfg, module)

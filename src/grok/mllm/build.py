@@ -69,7 +69,8 @@ def build_grok_mllm(
     gradient_checkpointing: bool = False,
     init_seed: int | None = 0,
 ) -> GrokMLLM:
-    """A GrokMLLM: language model (`llm` node) with LoRA (`lora` node), encoders, `fusion(oct_dim, cfp_dim, llm_dim)`.
+    """A GrokMLLM: language model (`llm` node) with LoRA (`lora` node), encoders and
+    `fusion(oct_dim, cfp_dim, llm_dim, oct_tokens, cfp_tokens)` (token counts None for a missing modality).
 
     `encoders` values are modules or zero-argument builders (called under `init_seed`, so random encoders are the
     same in every process and at inference); a None value leaves that modality out.
@@ -100,6 +101,8 @@ def build_grok_mllm(
             oct_dim=built["oct"].embed_dim if "oct" in built else llm_dim,
             cfp_dim=built["cfp"].embed_dim if "cfp" in built else llm_dim,
             llm_dim=llm_dim,
+            oct_tokens=built["oct"].num_patches if "oct" in built else None,
+            cfp_tokens=built["cfp"].num_patches if "cfp" in built else None,
         ),
     )
     ids = placeholder_ids(tokenizer)

@@ -4,8 +4,9 @@ Every fusion takes the encoders' tokens of all images in a batch, `oct_tokens` [
 [n_cfp, M, D_cfp] (either may be None), plus `pairs` [n_pairs, 2] (indices of an OCT and a CFP image of the same
 eye, for designs that mix the two), and returns the two sequences at the language model's width; each sequence is
 spliced at its own placeholder, so a conversation `<oct>\\n<cfp>` receives the concatenation OCT tokens + CFP tokens.
-Every design takes `input_norm` (None or "batch", see `grok.mllm.projector.build_input_norm`), applied to each
-modality's encoder tokens before anything else.
+Every design takes `input_norm` (None, "batch" or "position", see `grok.mllm.projector.build_input_norm`), applied
+to each modality's encoder tokens before anything else, and the encoders' token counts `oct_tokens` / `cfp_tokens`
+(needed by "position"; None for a modality the model does not see).
 """
 
 from __future__ import annotations
@@ -18,14 +19,29 @@ from grok.mllm.projector import MLPProjector, build_input_norm
 FusedTokens = tuple[Tensor | None, Tensor | None]
 
 
+def _input_norms(kind: str | None, *modalities: tuple[int, int | None]) -> list[nn.Module]:
+    """One input norm per (width, token count) modality; a modality without encoder (no token count) gets none."""
+    return [
+        nn.Identity() if kind == "position" and tokens is None else build_input_norm(dim, kind, tokens)
+        for dim, tokens in modalities
+    ]
+
+
 class PaperFusion(nn.Module):
     """The GROK paper's design: CFP -> CFP projector; OCT -> its own MLP (D_oct -> D_cfp) -> the CFP projector."""
 
     def __init__(
-        self, oct_dim: int, cfp_dim: int, llm_dim: int, projector_depth: int = 2, input_norm: str | None = None
+        self,
+        oct_dim: int,
+        cfp_dim: int,
+        llm_dim: int,
+        projector_depth: int = 2,
+        input_norm: str | None = None,
+        oct_tokens: int | None = None,
+        cfp_tokens: int | None = None,
     ) -> None:
         super().__init__()
-        self.oct_norm, self.cfp_norm = build_input_norm(oct_dim, input_norm), build_input_norm(cfp_dim, input_norm)
+        self.oct_norm, self.cfp_norm = _input_norms(input_norm, (oct_dim, oct_tokens), (cfp_dim, cfp_tokens))
         self.oct_adapter = MLPProjector(oct_dim, cfp_dim, depth=projector_depth)
         self.cfp_projector = MLPProjector(cfp_dim, llm_dim, depth=projector_depth)
 
@@ -40,10 +56,17 @@ class ConcatModalityFusion(nn.Module):
     """One projector per modality plus a learned modality embedding added to every token of that modality."""
 
     def __init__(
-        self, oct_dim: int, cfp_dim: int, llm_dim: int, projector_depth: int = 2, input_norm: str | None = None
+        self,
+        oct_dim: int,
+        cfp_dim: int,
+        llm_dim: int,
+        projector_depth: int = 2,
+        input_norm: str | None = None,
+        oct_tokens: int | None = None,
+        cfp_tokens: int | None = None,
     ) -> None:
         super().__init__()
-        self.oct_norm, self.cfp_norm = build_input_norm(oct_dim, input_norm), build_input_norm(cfp_dim, input_norm)
+        self.oct_norm, self.cfp_norm = _input_norms(input_norm, (oct_dim, oct_tokens), (cfp_dim, cfp_tokens))
         self.oct_projector = MLPProjector(oct_dim, llm_dim, depth=projector_depth)
         self.cfp_projector = MLPProjector(cfp_dim, llm_dim, depth=projector_depth)
         self.modality_embedding = nn.Parameter(torch.randn(2, llm_dim) * 0.02)
@@ -71,8 +94,10 @@ class CrossAttentionFusion(ConcatModalityFusion):
         projector_depth: int = 2,
         num_heads: int = 4,
         input_norm: str | None = None,
+        oct_tokens: int | None = None,
+        cfp_tokens: int | None = None,
     ) -> None:
-        super().__init__(oct_dim, cfp_dim, llm_dim, projector_depth, input_norm)
+        super().__init__(oct_dim, cfp_dim, llm_dim, projector_depth, input_norm, oct_tokens, cfp_tokens)
         self.oct_from_cfp = nn.MultiheadAttention(llm_dim, num_heads, batch_first=True)
         self.cfp_from_oct = nn.MultiheadAttention(llm_dim, num_heads, batch_first=True)
         self.norm_oct = nn.LayerNorm(llm_dim)
