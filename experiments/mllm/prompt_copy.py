@@ -26,6 +26,7 @@ import torch
 from learn_reliance import compose_mllm  # this folder is on sys.path when the script runs
 from omegaconf import OmegaConf
 
+from grok.mllm.chat import IGNORE_INDEX
 from grok.mllm.language_model import build_language_model
 from grok.mllm.tokenizer import build_qwen2_tokenizer
 from grok.mllm.vocab_trim import build_vocabulary_map
@@ -33,14 +34,14 @@ from grok.mllm.vocab_trim import build_vocabulary_map
 FILLER_TEXT = (
     "the retinal nerve fibre layer thickness is measured across the macula and the optic disc with normal ranges"
 )
+FILLER_WORDS = FILLER_TEXT.split()
 
 
 def conversation(rng: random.Random, distance: int) -> tuple[str, str]:
     """One synthetic prompt and answer: the answer restates the prompt's three values after `distance` words."""
     sbp, dbp, hba1c = rng.randint(95, 190), rng.randint(55, 110), rng.randint(28, 95)
     prompt = f"Patient: {rng.randint(40, 80)}-year-old woman, right eye. BP {sbp}/{dbp} mmHg, HbA1c {hba1c} mmol/mol."
-    words = FILLER_TEXT.split()
-    filler = " ".join(rng.choice(words) for _ in range(distance))
+    filler = " ".join(rng.choice(FILLER_WORDS) for _ in range(distance))
     return prompt, f"{filler}. SBP {sbp} mmHg, DBP {dbp} mmHg, HbA1c {hba1c} mmol/mol."
 
 
@@ -78,7 +79,7 @@ def main() -> None:
     def collate(items: list[tuple[list[int], int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         length = max(len(ids) for ids, _ in items)
         ids = torch.full((len(items), length), tokenizer.pad_token_id)
-        labels = torch.full((len(items), length), -100)
+        labels = torch.full((len(items), length), IGNORE_INDEX)
         mask = torch.zeros((len(items), length), dtype=torch.long)
         copied = torch.zeros((len(items), length), dtype=torch.bool)
         for row, (tokens, answer_start) in enumerate(items):
