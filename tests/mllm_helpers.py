@@ -75,8 +75,15 @@ def write_instruction_fixture(root: Path, eyes_per_split: int = 8, seed: int = 0
 
 
 def tiny_overrides(instructions_dir: Path, extra: list[str] | None = None) -> list[str]:
-    """Overrides shrinking `mllm` to seconds: fixture data, un-aligned tiny OCT encoder, small batches, no logger."""
+    """Overrides shrinking `mllm` to seconds: fixture data, un-aligned tiny OCT encoder, small batches, no logger.
+
+    LoRA (`lora=lora`) unless `extra` picks another `lora/` option: most tests exercise the peft machinery of the
+    paper's setting; the tiny default's full fine-tuning (`lora=full`) has tests of its own.
+    """
+    extra = list(extra or [])
+    adaptation = [] if any(item.startswith("lora=") for item in extra) else ["lora=lora"]
     return [
+        *adaptation,
         f"paths.instructions_dir={instructions_dir}",
         "oct_encoder.allow_unaligned=true",
         "oct_encoder.architecture.embed_dim=32",
@@ -96,5 +103,5 @@ def tiny_overrides(instructions_dir: Path, extra: list[str] | None = None) -> li
         "data.eval_batch_size=4",
         "logger=csv",
         "trainer.max_epochs=1",
-        *(extra or []),
+        *extra,
     ]

@@ -6,13 +6,22 @@ import hydra
 import pytest
 import torch
 from peft import PeftModel
-from transformers import Qwen2ForCausalLM
+from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from grok.mllm.collator import InstructCollator
 from grok.mllm.export import export_mllm, load_exported_mllm
 from grok.mllm.generate import generate_batch
 from helpers import compose_config
 from mllm_helpers import tiny_overrides, write_instruction_fixture
+
+TINY_QWEN2 = {
+    "hidden_size": 16,
+    "intermediate_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "vocab_size": 64,
+}
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +112,60 @@ def test_exported_adapter_reloads_through_plain_peft_with_the_same_logits(config
     batch = _train_batch(cfg, module)
     with torch.no_grad():
         torch.testing.assert_close(reloaded.model(batch)["loss"], module.model(batch)["loss"])
+
+
+def test_full_finetune_trains_every_language_model_weight_and_the_fusion_but_not_the_encoders(config) -> None:
+    cfg = config("lora=full", "model.learning_rates.lora=1.0e-3")  # a rate of its own, so its group is apart
+    torch.manual_seed(0)
+    module = hydra.utils.instantiate(cfg.model)
+    assert not hasattr(module.model.language_model, "peft_config")
+    groups = {group["lr"]: group["params"] for group in module.parameter_groups()}
+    language_model = {id(p) for p in module.model.language_model.parameters()}
+    assert {id(p) for p in groups[cfg.model.learning_rates.lora]} == language_model
+    batch = _train_batch(cfg, module)
+    before = {name: p.detach().clone() for name, p in module.model.named_parameters()}
+    optimizer = module.optimizer_factory(params=module.parameter_groups())
+    module.model.train()
+    module.model(batch)["loss"].backward()
+    optimizer.step()
+    changed = {name for name, p in module.model.named_parameters() if not torch.equal(p, before[name])}
+    llm_names = {name for name in before if name.startswith("language_model.")}
+    encoder_names = {name for name in before if name.startswith("encoders.")}
+    fusion_names = {name for name in before if name.startswith("fusion.")}
+    assert llm_names and encoder_names and fusion_names
+    assert llm_names <= changed and fusion_names <= changed
+    assert not (changed & encoder_names)
+
+
+def test_full_finetune_exports_a_plain_transformers_model(config, tmp_path) -> None:
+    cfg = config("lora=full")
+    torch.manual_seed(0)
+    module = hydra.utils.instantiate(cfg.model)
+    with torch.no_grad():
+        for parameter in module.model.language_model.parameters():  # move away from the seeded random init
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    export = export_mllm(module, tmp_path / "export", cfg)
+    assert not (export / "adapter").exists() and not (export / "base_model").exists()
+    plain = Qwen2ForCausalLM.from_pretrained(export / "language_model").eval()
+    ids = torch.randint(0, module.model.vocabulary.size, (2, 12))
+    module.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(plain(input_ids=ids).logits, module.model.causal_lm(input_ids=ids).logits)
+    reloaded, _ = load_exported_mllm(export)
+    batch = _train_batch(cfg, module)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.model(batch)["loss"], module.model(batch)["loss"])
+
+
+def test_tiny_random_base_defaults_to_full_finetuning_and_qwen2_7b_to_lora(tmp_path) -> None:
+    from grok.mllm.lora import apply_lora
+
+    assert compose_config("mllm", tmp_path / "tiny", []).lora.full_finetune is True
+    real = compose_config("mllm", tmp_path / "real", ["llm=qwen2_7b"]).lora
+    assert real.enabled is True and not real.get("full_finetune", False)
+    assert compose_config("mllm", tmp_path / "picked", ["lora=lora"]).lora.enabled is True
+    with pytest.raises(ValueError, match="exclude each other"):
+        apply_lora(Qwen2ForCausalLM(Qwen2Config(**TINY_QWEN2)), enabled=True, full_finetune=True)
 
 
 def test_qlora_forward_and_backward_on_cpu(config) -> None:

@@ -28,23 +28,33 @@ def test_fast_dev_run(make_config, instructions) -> None:
     assert objects["trainer"].global_step == 1
 
 
-def test_checkpoint_holds_only_trainable_weights_and_resumes(make_config, instructions, tmp_path) -> None:
-    cfg = make_config("mllm", tiny_overrides(instructions, ["trainer.max_epochs=1", "export.enabled=false"]))
-    train(cfg)
+@pytest.mark.parametrize(
+    ("adaptation", "trainable", "probe"),
+    [
+        ("lora", ("lora_", "modules_to_save", "model.fusion.", ".vocabulary."), "lora_B"),
+        ("full", ("model.language_model.", "model.fusion.", ".vocabulary."), "self_attn.q_proj.weight"),
+    ],
+)
+def test_checkpoint_holds_only_trainable_weights_and_resumes(
+    make_config, instructions, tmp_path, adaptation, trainable, probe
+) -> None:
+    options = [f"lora={adaptation}", "trainer.max_epochs=1", "export.enabled=false"]
+    train(make_config("mllm", tiny_overrides(instructions, options)))
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(last, map_location="cpu", weights_only=False)
     keys = list(checkpoint["state_dict"])
-    trainable = ("lora_", "modules_to_save", "model.fusion.", ".vocabulary.")
     assert keys and all(any(part in k for part in trainable) for k in keys)
     assert not any(k.startswith("model.encoders.") or "original_module" in k for k in keys)
-    resumed = make_config("mllm", tiny_overrides(instructions, ["trainer.max_epochs=2", f"ckpt_path={last}"]))
+    resumed = make_config(
+        "mllm", tiny_overrides(instructions, [f"lora={adaptation}", "trainer.max_epochs=2", f"ckpt_path={last}"])
+    )
     _, objects = train(resumed)
     assert objects["trainer"].current_epoch == 2
     steps_per_epoch = checkpoint["global_step"]
     assert objects["trainer"].global_step == 2 * steps_per_epoch
-    lora_b = next(v for k, v in objects["model"].trainable_state_dict().items() if "lora_B" in k)
-    saved_b = next(v for k, v in checkpoint["state_dict"].items() if "lora_B" in k)
-    assert not torch.equal(lora_b, saved_b)  # training continued from the saved adapter
+    now = next(v for k, v in objects["model"].trainable_state_dict().items() if probe in k)
+    saved = next(v for k, v in checkpoint["state_dict"].items() if probe in k)
+    assert not torch.equal(now, saved)  # training continued from the saved weights
 
 
 @pytest.mark.distributed

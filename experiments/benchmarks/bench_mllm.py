@@ -40,6 +40,7 @@ def _config(instructions: Path, root: Path, trim: bool, cache: bool, batch_size:
         f"data.batch_size={batch_size}",
         "+data.max_records.train=256",
         "model.vocabulary.corpus=[" + str(instructions / "train.jsonl") + "]",
+        "lora=lora",  # the baseline is a peft LoRA loop: LoRA on our side too (the tiny default is lora=full)
         "lora.dropout=0.0",
     ]
     if not trim:  # a random full-vocabulary base: train embeddings/head as the tiny default does, all 151,936 rows

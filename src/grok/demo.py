@@ -19,7 +19,7 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("grok-validate", "check the table against the schema"),
     ("grok-generate", "stage one: knowledge-guided instruction data"),
     ("grok-train-align", "stage two: CLIP-style OCT-biomarker alignment"),
-    ("grok-train-mllm", "stage three: MLLM instruction tuning (LoRA)"),
+    ("grok-train-mllm", "stage three: MLLM instruction tuning (full fine-tuning of the tiny base; LoRA for Qwen2-7B)"),
     ("grok-infer", "reports for the held-out test split"),
     ("grok-eval", "the GOU benchmark"),
 )

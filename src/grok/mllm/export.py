@@ -3,6 +3,7 @@
 Layout of the export folder:
   adapter/                 LoRA adapter (`PeftModel.from_pretrained(base, "<dir>/adapter")`)
   base_model/              the frozen base Qwen2 in transformers format, only when it was randomly initialised
+  language_model/          instead of both: the fully fine-tuned Qwen2 (`lora=full`), a plain transformers folder
   fusion.safetensors       projector/fusion weights (keys of `GrokMLLM.fusion`)
   trainable.safetensors    every trainable parameter + the vocabulary map (what grok-infer loads)
   vocab_map.json           kept real Qwen2 ids (trimmed vocabulary only)
@@ -34,9 +35,12 @@ def export_mllm(module: InstructModule, directory: str | Path, cfg: DictConfig, 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model = module.model
-    if hasattr(model.language_model, "peft_config"):
+    adapted = hasattr(model.language_model, "peft_config")
+    if adapted:
         model.language_model.save_pretrained(str(directory / "adapter"))
-    if not cfg.llm.get("pretrained_path"):  # a random base cannot be re-downloaded: ship it for plain peft
+    if not adapted and any(p.requires_grad for p in model.language_model.parameters()):  # lora=full
+        model.language_model.save_pretrained(str(directory / "language_model"))
+    elif not cfg.llm.get("pretrained_path"):  # a random base cannot be re-downloaded: ship it for plain peft
         base = copy.deepcopy(model.language_model)
         base = base.unload() if hasattr(base, "unload") else base
         base.save_pretrained(str(directory / "base_model"))

@@ -127,14 +127,16 @@ class InstructModule(L.LightningModule):
 
     # ---- optimisation ------------------------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """Trainable parameters grouped by learning rate: LoRA, fusion/projectors, and prefix overrides."""
+        """Trainable parameters grouped by learning rate: the language model's (LoRA, saved modules, or all of it under
+        `lora=full`), fusion/projectors, and prefix overrides."""
         overrides: Mapping[str, float] = self.learning_rates.get("overrides") or {}
         groups: dict[float, list[torch.nn.Parameter]] = {}
         for name, parameter in self.model.named_parameters():
             if not parameter.requires_grad:
                 continue
-            adapter = "lora_" in name or "modules_to_save" in name
-            lr = self.learning_rates.get("lora") if adapter else self.learning_rates.get("fusion")
+            # LoRA factors, peft's saved modules, or every weight under lora=full: the language model's rate
+            in_language_model = name.startswith("language_model.")
+            lr = self.learning_rates.get("lora") if in_language_model else self.learning_rates.get("fusion")
             for prefix, override in overrides.items():
                 if name.startswith(prefix):
                     lr = override
