@@ -166,6 +166,32 @@ def test_tiny_random_base_defaults_to_full_finetuning_and_qwen2_7b_to_lora(tmp_p
     assert compose_config("mllm", tmp_path / "picked", ["lora=lora"]).lora.enabled is True
     with pytest.raises(ValueError, match="exclude each other"):
         apply_lora(Qwen2ForCausalLM(Qwen2Config(**TINY_QWEN2)), enabled=True, full_finetune=True)
+    tiny_choices = {
+        option: compose_config("mllm", tmp_path / option, [f"lora={option}"]).lora for option in ("none", "qlora")
+    }
+    assert tiny_choices["none"].enabled is False and not tiny_choices["none"].get("full_finetune", False)
+    assert "quantization" in tiny_choices["qlora"] and tiny_choices["qlora"].enabled is True
+    paper = compose_config("mllm", tmp_path / "paper", ["experiment=mllm_paper"]).lora
+    assert paper.enabled is True and paper.r == 128
+
+
+def test_full_finetune_refuses_a_4bit_model(config) -> None:
+    from hydra.errors import InstantiationException
+
+    cfg = config("lora=qlora", "lora.enabled=false", "+lora.full_finetune=true")
+    with pytest.raises(InstantiationException, match="cannot train a 4-bit"):
+        hydra.utils.instantiate(cfg.model)
+
+
+def test_full_finetune_with_tied_embeddings_exports_and_reloads(config, tmp_path) -> None:
+    cfg = config("lora=full", "llm.config.tie_word_embeddings=true")
+    torch.manual_seed(0)
+    module = hydra.utils.instantiate(cfg.model)
+    reloaded, _ = load_exported_mllm(export_mllm(module, tmp_path / "export", cfg))
+    batch = _train_batch(cfg, module)
+    module.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.model(batch)["loss"], module.model(batch)["loss"])
 
 
 def test_qlora_forward_and_backward_on_cpu(config) -> None:

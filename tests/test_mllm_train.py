@@ -55,6 +55,12 @@ def test_checkpoint_holds_only_trainable_weights_and_resumes(
     now = next(v for k, v in objects["model"].trainable_state_dict().items() if probe in k)
     saved = next(v for k, v in checkpoint["state_dict"].items() if probe in k)
     assert not torch.equal(now, saved)  # training continued from the saved weights
+    other = "full" if adaptation == "lora" else "lora"
+    mismatched = make_config(
+        "mllm", tiny_overrides(instructions, [f"lora={other}", "trainer.max_epochs=2", f"ckpt_path={last}"])
+    )
+    with pytest.raises(RuntimeError, match=r"lacks \d+ trainable weight"):
+        train(mismatched)
 
 
 @pytest.mark.distributed
@@ -83,10 +89,14 @@ def test_ddp_on_two_cpu_processes(make_config, instructions) -> None:
 
 
 def test_train_export_then_infer_writes_predictions(make_config, instructions, tmp_path, syntheye_dir) -> None:
+    # first the tiny default's full fine-tuning, then LoRA into the same export folder: no stale layout stays behind
+    train_mllm(make_config("mllm", tiny_overrides(instructions, ["lora=full", "trainer.max_epochs=1"])))
+    export = tmp_path / "artifacts" / "mllm"
+    assert (export / "language_model" / "config.json").is_file() and not (export / "adapter").exists()
     cfg = make_config("mllm", tiny_overrides(instructions, ["trainer.max_epochs=1"]))
     train_mllm(cfg)
-    export = tmp_path / "artifacts" / "mllm"
     assert (export / "adapter" / "adapter_config.json").is_file() and (export / "fusion.safetensors").is_file()
+    assert not (export / "language_model").exists()
     infer_cfg = make_config(
         "infer", [f"instructions_dir={instructions}", "generation.max_new_tokens=4", "progress=false"]
     )

@@ -43,7 +43,8 @@ def _config(instructions: Path, root: Path, trim: bool, cache: bool, batch_size:
         "lora=lora",  # the baseline is a peft LoRA loop: LoRA on our side too (the tiny default is lora=full)
         "lora.dropout=0.0",
     ]
-    if not trim:  # a random full-vocabulary base: train embeddings/head as the tiny default does, all 151,936 rows
+    # a random full-vocabulary base: train embeddings/head as the tiny base does under lora=lora, all 151,936 rows
+    if not trim:
         overrides.append("llm.lora_modules_to_save=[embed_tokens,lm_head]")
     return compose_config("mllm", root, overrides)
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python experiments/mllm/learn_reliance.py --steps 600 [hydra overrides of conf/mllm.yaml ...]
     .venv/bin/python experiments/mllm/learn_reliance.py --steps 600 fusion.input_norm=null \
-        llm.config.initializer_range=0.02 lora.dropout=0.05          # the settings of the first CPU default
+        llm.config.initializer_range=0.02 lora=lora lora.dropout=0.05    # the settings of the first CPU default
 
 Trains the model of `conf/mllm.yaml` (plus overrides) on `--train` diagnosis conversations of the train split with
 random batches, and every `--every` steps scores `--held` other eyes twice: with their own images and with the

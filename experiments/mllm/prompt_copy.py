@@ -77,7 +77,8 @@ def main() -> None:
     options = {key: llm[key] for key in ("config", "dtype", "attn_implementation")}
     model = build_language_model(tokenizer_size=len(tokenizer), vocabulary=vocabulary, **options)
     adaptation = OmegaConf.to_container(cfg.lora, resolve=True)
-    adaptation.pop("quantization", None)
+    if adaptation.pop("quantization", None) or not (adaptation.get("enabled") or adaptation.get("full_finetune")):
+        raise SystemExit("prompt_copy.py trains the language model: use lora=full (the default) or lora=lora")
     model = apply_lora(model, **adaptation)  # the `lora/` choice: full fine-tuning for the tiny base, or lora=lora
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.0)

@@ -1,4 +1,4 @@
-"""`grok-train-mllm`: instruction-tune the GROK MLLM (conf/mllm.yaml) and export the adapter + projectors."""
+"""`grok-train-mllm`: instruction-tune the GROK MLLM (conf/mllm.yaml); export the adapter (or LM) + projectors."""
 
 from __future__ import annotations
 

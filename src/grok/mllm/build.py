@@ -69,8 +69,8 @@ def build_grok_mllm(
     gradient_checkpointing: bool = False,
     init_seed: int | None = 0,
 ) -> GrokMLLM:
-    """A GrokMLLM: language model (`llm` node) with LoRA (`lora` node), encoders and
-    `fusion(oct_dim, cfp_dim, llm_dim, oct_tokens, cfp_tokens)` (token counts None for a missing modality).
+    """A GrokMLLM: language model (`llm` node) adapted as the `lora` node says (LoRA, QLoRA, full or frozen),
+    encoders and `fusion(oct_dim, cfp_dim, llm_dim, oct_tokens, cfp_tokens)` (token counts None for a missing modality).
 
     `encoders` values are modules or zero-argument builders (called under `init_seed`, so random encoders are the
     same in every process and at inference); a None value leaves that modality out.

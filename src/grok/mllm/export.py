@@ -1,9 +1,11 @@
-"""Export of a trained GROK MLLM: a plain-peft adapter, projector/fusion weights, the vocabulary map, the config.
+"""Export of a trained GROK MLLM: a plain-peft adapter (or the fully fine-tuned language model), projector/fusion
+weights, the vocabulary map, the config.
 
 Layout of the export folder:
   adapter/                 LoRA adapter (`PeftModel.from_pretrained(base, "<dir>/adapter")`)
   base_model/              the frozen base Qwen2 in transformers format, only when it was randomly initialised
-  language_model/          instead of both: the fully fine-tuned Qwen2 (`lora=full`), a plain transformers folder
+  language_model/          instead of both: the fully fine-tuned Qwen2 (`lora=full`) in transformers format (its
+                           embedding rows follow vocab_map.json when the vocabulary is trimmed)
   fusion.safetensors       projector/fusion weights (keys of `GrokMLLM.fusion`)
   trainable.safetensors    every trainable parameter + the vocabulary map (what grok-infer loads)
   vocab_map.json           kept real Qwen2 ids (trimmed vocabulary only)
@@ -16,6 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +31,15 @@ from grok.mllm.module import InstructModule
 
 log = logging.getLogger(__name__)
 CONFIG_FILE = "mllm_config.yaml"
+LAYOUT_FOLDERS = ("adapter", "base_model", "language_model", "merged")
 
 
 def export_mllm(module: InstructModule, directory: str | Path, cfg: DictConfig, merge: bool = False) -> Path:
     """Write the export folder for `module` trained with config `cfg`; return the folder."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    for stale in LAYOUT_FOLDERS:  # a previous export with another adaptation must not be left beside this one
+        shutil.rmtree(directory / stale, ignore_errors=True)
     model = module.model
     adapted = hasattr(model.language_model, "peft_config")
     if adapted:
@@ -48,7 +54,8 @@ def export_mllm(module: InstructModule, directory: str | Path, cfg: DictConfig, 
         {k: v.detach().cpu().contiguous() for k, v in model.fusion.state_dict().items()},
         directory / "fusion.safetensors",
     )
-    trainable = {k: v.detach().cpu().contiguous() for k, v in module.trainable_state_dict().items()}
+    # clone: tied weights (a shared embedding/output table) are one tensor under two keys, which safetensors refuses
+    trainable = {k: v.detach().cpu().contiguous().clone() for k, v in module.trainable_state_dict().items()}
     save_file(
         trainable, directory / "trainable.safetensors", metadata={"frozen_checksum": repr(frozen_checksum(model))}
     )
@@ -59,6 +66,8 @@ def export_mllm(module: InstructModule, directory: str | Path, cfg: DictConfig, 
     if merge and hasattr(model.language_model, "merge_and_unload"):
         merged = copy.deepcopy(model.language_model).merge_and_unload()
         merged.save_pretrained(str(directory / "merged"))
+    elif merge:
+        log.info("export.merge: no adapter to merge; %s/language_model (if any) is the full model", directory)
     log.info("exported the GROK MLLM to %s", directory)
     return directory
 

@@ -1,4 +1,4 @@
-"""GrokMLLM: frozen OCT/CFP encoders -> fusion (projectors) -> visual tokens spliced into Qwen2 (LoRA)."""
+"""GrokMLLM: frozen OCT/CFP encoders -> fusion (projectors) -> visual tokens spliced into Qwen2 (LoRA or full)."""
 
 from __future__ import annotations
 

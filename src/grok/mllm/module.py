@@ -1,4 +1,4 @@
-"""InstructModule: instruction tuning of GrokMLLM (LoRA + projectors/fusion) with Lightning."""
+"""InstructModule: instruction tuning of GrokMLLM (LoRA or full fine-tuning + projectors/fusion) with Lightning."""
 
 from __future__ import annotations
 
@@ -25,10 +25,11 @@ def _plain(node: Any) -> Any:
 
 
 class InstructModule(L.LightningModule):
-    """Trains the LoRA adapter, projectors and fusion of a GrokMLLM; encoders and base weights stay frozen.
+    """Trains the language model's adaptation (LoRA adapter, or every weight under `lora=full`), projectors and fusion
+    of a GrokMLLM; encoders (and, with LoRA, base weights) stay frozen.
 
-    Learning rates: `learning_rates.lora` for LoRA factors (and peft `modules_to_save`), `learning_rates.fusion` for
-    projectors/fusion, and
+    Learning rates: `learning_rates.lora` for the trainable language-model weights (LoRA factors and peft
+    `modules_to_save`, or all of them under `lora=full`), `learning_rates.fusion` for projectors/fusion, and
     `learning_rates.overrides` ({parameter-name prefix: lr}, e.g. the paper's 2e-5 for `fusion.cfp_projector`).
     Checkpoints hold only trainable parameters (plus the vocabulary map); frozen weights are rebuilt from the config
     (files or `init_seed`) and checked against the checksum stored in the checkpoint.
@@ -169,6 +170,13 @@ class InstructModule(L.LightningModule):
         checkpoint["grok_frozen_checksum"] = frozen_checksum(self.model)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        missing = sorted(set(self.trainable_state_dict()) - set(checkpoint.get("state_dict", {})))
+        if missing:
+            raise RuntimeError(
+                f"the checkpoint lacks {len(missing)} trainable weight(s) of this model (e.g. {missing[0]}): it was "
+                "trained with another language-model adaptation or architecture (lora=lora vs lora=full, lora.r, "
+                "llm.config, fusion); resume with the settings it was trained with"
+            )
         expected, actual = checkpoint.get("grok_frozen_checksum"), frozen_checksum(self.model)
         if expected is not None and not math.isclose(expected, actual, rel_tol=1e-6):
             raise RuntimeError(
