@@ -8,6 +8,7 @@ import torch
 from peft import PeftModel
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
+from grok.mllm.chat import IGNORE_INDEX
 from grok.mllm.collator import InstructCollator
 from grok.mllm.export import export_mllm, load_exported_mllm
 from grok.mllm.generate import generate_batch
@@ -42,6 +43,35 @@ def _train_batch(cfg, module):
     datamodule.setup("fit")
     dataset = datamodule.datasets["train"]
     return InstructCollator(module.tokenizer.pad_token_id)([dataset[i] for i in range(4)])
+
+
+def test_supervised_loss_equals_full_logits_cross_entropy_in_any_chunking(config) -> None:
+    cfg = config()
+    torch.manual_seed(0)
+    module = hydra.utils.instantiate(cfg.model)
+    model = module.model.eval()
+    batch = _train_batch(cfg, module)
+    with torch.no_grad():
+        spliced = model.prepare_inputs(batch)
+        logits = model.causal_lm(
+            inputs_embeds=spliced.inputs_embeds,
+            attention_mask=spliced.attention_mask,
+            position_ids=spliced.position_ids,
+        ).logits
+        targets = spliced.labels[:, 1:]
+        compact = model.vocabulary.to_compact(targets)  # IGNORE_INDEX passes through, and cross_entropy skips it
+        expected = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), compact.flatten())
+        _, state_targets, supervised = model.supervised_states(batch)
+        losses = []
+        for chunk in (None, 3):
+            model.loss_chunk_size = chunk
+            losses.append(model(batch)["loss"])
+    # one state per supervised text label, in the conversations' order
+    text_labels = batch["labels"][batch["labels"] != IGNORE_INDEX]
+    assert torch.equal(model.vocabulary.to_real(state_targets), text_labels)
+    assert supervised.sum(1).tolist() == (batch["labels"] != IGNORE_INDEX).sum(1).tolist()
+    for loss in losses:
+        torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("fusion", ["paper", "cross_attention"])

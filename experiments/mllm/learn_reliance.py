@@ -1,15 +1,22 @@
-"""How fast does an MLLM configuration learn to read its images? A short training run on the `diagnosis` task.
+"""How fast does an MLLM configuration learn to read its inputs, and does it generalise? The `diagnosis` task alone.
 
     .venv/bin/python experiments/mllm/learn_reliance.py --steps 600 [hydra overrides of conf/mllm.yaml ...]
     .venv/bin/python experiments/mllm/learn_reliance.py --steps 600 fusion.input_norm=null \
         llm.config.initializer_range=0.02 lora=lora lora.dropout=0.05    # the settings of the first CPU default
+    .venv/bin/python experiments/mllm/learn_reliance.py --steps 3000 --every 500 --blank-images   # prompt only
 
 Trains the model of `conf/mllm.yaml` (plus overrides) on `--train` diagnosis conversations of the train split with
 random batches, and every `--every` steps scores `--held` other eyes twice: with their own images and with the
 images rolled by one within each batch. The gap (rolled minus own, loss per supervised token) is the image reliance
 the model has learned on eyes it never saw; it stays at ~0 when the answers come from the training prior alone.
-Uses `paths.root_dir` data (run `make data` and `make train-align` first). One CPU thread by default, so two
-configurations can run side by side on two cores.
+It also prints the diagnosis accuracy (the answer's first sentence, which names the diagnosis, predicted token for
+token from the gold prefix) on the held-out eyes and on as many training eyes: a wide gap is memorisation. The
+first line gives what the prompt's numbers alone allow: a logistic regression and gradient boosting on age, sex,
+blood pressure, HbA1c and BMI, fitted on the same training eyes and scored on the same held-out ones.
+`--blank-images` zeroes every image, so the model sees the prompt only. The conversations are in the file's order
+(both eyes of a subject are neighbours), so the split between training and held-out eyes keeps subjects apart when
+`--train` is even. Uses `paths.root_dir` data (run `make data` and `make train-align` first). One CPU thread by
+default, so two configurations can run side by side on two cores.
 """
 
 from __future__ import annotations
@@ -20,12 +27,18 @@ import time
 from pathlib import Path
 
 import hydra
+import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
+from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
+from grok.mllm.chat import IGNORE_INDEX
 from grok.mllm.collator import InstructCollator
 from grok.utils.config import config_dir
 
@@ -42,6 +55,45 @@ def compose_mllm(overrides: list[str], run_dir: Path):
     return cfg
 
 
+PROMPT_VALUES = ("age_years", "sbp_mmhg", "dbp_mmhg", "hba1c_mmol_mol", "bmi_kg_m2")
+
+
+def prompt_value_baselines(train: list[dict], held: list[dict]) -> dict[str, float]:
+    """Held-out accuracy of classifiers on the prompt's systemic values (the first label of each eye)."""
+
+    def table(records: list[dict]) -> tuple[np.ndarray, list[str]]:
+        rows = [
+            [float(r["facts"]["systemic"].get(key) or 0.0) for key in PROMPT_VALUES]
+            + [float(r["facts"]["systemic"].get("sex") == "F")]
+            for r in records
+        ]
+        return np.array(rows), [r["labels"][0] for r in records]
+
+    (x_train, y_train), (x_held, y_held) = table(train), table(held)
+    classifiers = {
+        "logistic regression": make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
+        "gradient boosting": GradientBoostingClassifier(random_state=0),
+    }
+    return {
+        name: float(np.mean(model.fit(x_train, y_train).predict(x_held) == np.array(y_held)))
+        for name, model in classifiers.items()
+    }
+
+
+def diagnosis_correct(model, batch: dict, period_ids: set[int], colon_ids: set[int]) -> list[bool]:
+    """Per conversation: is the diagnosis (the answer's first sentence, after a "Diagnosis:" header if any)
+    predicted right at every token?"""
+    hidden, targets, supervised = model.supervised_states(batch)
+    predicted = model.causal_lm.get_output_embeddings()(hidden).argmax(-1)
+    correct = []
+    for hits, labels in zip((predicted == targets).split(supervised.sum(1).tolist()), batch["labels"], strict=True):
+        answer = labels[labels != IGNORE_INDEX].tolist()
+        end = next((i for i, token in enumerate(answer) if token in period_ids), len(answer) - 1)
+        start = max((i + 1 for i, token in enumerate(answer[:end]) if token in colon_ids), default=0)
+        correct.append(bool(hits[start : end + 1].all()))
+    return correct
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=600)
@@ -51,6 +103,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-dir", default="logs/learn_reliance")
+    parser.add_argument("--blank-images", action="store_true", help="zero every image: the prompt alone")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -66,9 +119,38 @@ def main() -> None:
         raise SystemExit(f"{len(dataset)} diagnosis conversations; need --train + --held = {args.train + args.held}")
     train_index = list(range(args.train))
     held_index = list(range(args.train, args.train + args.held))
-    collate = InstructCollator(module.tokenizer.pad_token_id)
+    records = dataset.records
+    baselines = prompt_value_baselines([records[i] for i in train_index], [records[i] for i in held_index])
+    print("held-out diagnosis accuracy from the prompt's values alone:", baselines)
+    tokenizer = module.tokenizer
+    text_of = {i: tokenizer.convert_tokens_to_string([token]) for token, i in tokenizer.get_vocab().items()}
+    period_ids = {i for i, text in text_of.items() if "." in text}
+    colon_ids = {i for i, text in text_of.items() if ":" in text}
+    collator = InstructCollator(tokenizer.pad_token_id)
+
+    def collate(items: list[dict]) -> dict:
+        batch = collator(items)
+        if args.blank_images:
+            for modality in ("oct", "cfp"):
+                if batch.get(f"{modality}_pixels") is not None:
+                    batch[f"{modality}_pixels"] = torch.zeros_like(batch[f"{modality}_pixels"])
+        return batch
+
     optimizer = module.optimizer_factory(params=module.parameter_groups())
     rng = random.Random(args.seed)
+
+    def accuracy(indices: list[int]) -> float:
+        module.model.eval()
+        with torch.no_grad():
+            correct = [
+                hit
+                for start in range(0, len(indices), 16)
+                for hit in diagnosis_correct(
+                    module.model, collate([dataset[i] for i in indices[start : start + 16]]), period_ids, colon_ids
+                )
+            ]
+        module.model.train()
+        return sum(correct) / len(correct)
 
     def reliance() -> tuple[float, float]:
         module.model.eval()
@@ -88,7 +170,7 @@ def main() -> None:
 
     module.model.train()
     started = time.perf_counter()
-    print("step  train loss  held-out loss  image-reliance gap  seconds")
+    print("step  train loss  held-out loss  image-reliance gap  diagnosis acc. held-out / training eyes  seconds")
     for step in range(args.steps + 1):
         batch = collate([dataset[i] for i in rng.sample(train_index, cfg.data.batch_size)])
         optimizer.zero_grad()
@@ -97,7 +179,11 @@ def main() -> None:
         optimizer.step()
         if step % args.every == 0:
             held, gap = reliance()
-            print(f"{step:4d}  {loss.item():10.3f}  {held:13.4f}  {gap:+18.4f}  {time.perf_counter() - started:7.0f}")
+            held_accuracy, train_accuracy = accuracy(held_index), accuracy(train_index[: len(held_index)])
+            print(
+                f"{step:4d}  {loss.item():10.3f}  {held:13.4f}  {gap:+18.4f}"
+                f"  {held_accuracy:23.3f} / {train_accuracy:.3f}  {time.perf_counter() - started:7.0f}"
+            )
 
 
 if __name__ == "__main__":
