@@ -9,10 +9,11 @@ Trains the model of `conf/mllm.yaml` (plus overrides) on `--train` diagnosis con
 random batches, and every `--every` steps scores `--held` other eyes twice: with their own images and with the
 images rolled by one within each batch. The gap (rolled minus own, loss per supervised token) is the image reliance
 the model has learned on eyes it never saw; it stays at ~0 when the answers come from the training prior alone.
-It also prints the diagnosis accuracy (the answer's first sentence, which names the diagnosis, predicted token for
-token from the gold prefix) on the held-out eyes and on as many training eyes: a wide gap is memorisation. The
-first line gives what the prompt's numbers alone allow: a logistic regression and gradient boosting on age, sex,
-blood pressure, HbA1c and BMI, fitted on the same training eyes and scored on the same held-out ones.
+It also prints the diagnosis accuracy on the held-out eyes and on as many training eyes (greedy answers of
+`--answer-tokens` tokens, which open with the diagnosis, read by the benchmark's parser and compared with the eye's
+labels): a wide gap is memorisation. The first line gives what the prompt's numbers alone allow: a logistic
+regression and gradient boosting on the six values the prompt states (age, sex, systolic and diastolic blood
+pressure, HbA1c, BMI), fitted on the same training eyes and scored on the same held-out ones.
 `--blank-images` zeroes every image, so the model sees the prompt only. The conversations are in the file's order
 (both eyes of a subject are neighbours), so the split between training and held-out eyes keeps subjects apart when
 `--train` is even. Uses `paths.root_dir` data (run `make data` and `make train-align` first). One CPU thread by
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
@@ -38,8 +40,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from grok.mllm.chat import IGNORE_INDEX
+from grok.bench.diagnosis import parse_diagnosis
+from grok.bench.text import AnalysedText, Vocabulary
+from grok.bench.vocabulary import build_vocabulary
+from grok.knowledge.base import load_knowledge_base
 from grok.mllm.collator import InstructCollator
+from grok.mllm.generate import generate_batch
+from grok.mllm.module import InstructModule
+from grok.schema.schema import load_schema
 from grok.utils.config import config_dir
 
 
@@ -80,18 +88,25 @@ def prompt_value_baselines(train: list[dict], held: list[dict]) -> dict[str, flo
     }
 
 
-def diagnosis_correct(model, batch: dict, period_ids: set[int], colon_ids: set[int]) -> list[bool]:
-    """Per conversation: is the diagnosis (the answer's first sentence, after a "Diagnosis:" header if any)
-    predicted right at every token?"""
-    hidden, targets, supervised = model.supervised_states(batch)
-    predicted = model.causal_lm.get_output_embeddings()(hidden).argmax(-1)
-    correct = []
-    for hits, labels in zip((predicted == targets).split(supervised.sum(1).tolist()), batch["labels"], strict=True):
-        answer = labels[labels != IGNORE_INDEX].tolist()
-        end = next((i for i, token in enumerate(answer) if token in period_ids), len(answer) - 1)
-        start = max((i + 1 for i, token in enumerate(answer[:end]) if token in colon_ids), default=0)
-        correct.append(bool(hits[start : end + 1].all()))
-    return correct
+def diagnosis_accuracy(
+    module: InstructModule,
+    prompts: list[dict],
+    truths: list[list[str]],
+    collate: Callable[..., dict],
+    vocabulary: Vocabulary,
+    tokens: int,
+) -> float:
+    """Share of prompts whose greedy answer names the eye's labels, read by the benchmark's parser
+    (`parse_diagnosis`) from the first `tokens` generated tokens (the answer opens with the diagnosis)."""
+    module.model.eval()
+    correct = 0
+    for start in range(0, len(prompts), 16):
+        batch = collate(prompts[start : start + 16], "left")
+        texts = generate_batch(module.model, module.tokenizer, batch, max_new_tokens=tokens)
+        for text, truth in zip(texts, truths[start : start + 16], strict=True):
+            correct += set(parse_diagnosis(AnalysedText(text, vocabulary)).labels) == set(truth)
+    module.model.train()
+    return correct / len(prompts)
 
 
 def main() -> None:
@@ -104,6 +119,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-dir", default="logs/learn_reliance")
     parser.add_argument("--blank-images", action="store_true", help="zero every image: the prompt alone")
+    parser.add_argument("--answer-tokens", type=int, default=16, help="tokens generated to read the diagnosis from")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -122,35 +138,24 @@ def main() -> None:
     records = dataset.records
     baselines = prompt_value_baselines([records[i] for i in train_index], [records[i] for i in held_index])
     print("held-out diagnosis accuracy from the prompt's values alone:", baselines)
-    tokenizer = module.tokenizer
-    text_of = {i: tokenizer.convert_tokens_to_string([token]) for token, i in tokenizer.get_vocab().items()}
-    period_ids = {i for i, text in text_of.items() if "." in text}
-    colon_ids = {i for i, text in text_of.items() if ":" in text}
-    collator = InstructCollator(tokenizer.pad_token_id)
+    generation = datamodule.build_dataset("train", generation=True)  # the same conversations, prompts only
+    schema = load_schema()
+    vocabulary = build_vocabulary(schema, load_knowledge_base(schema=schema))
 
-    def collate(items: list[dict]) -> dict:
-        batch = collator(items)
+    def collate(items: list[dict], padding_side: str = "right") -> dict:
+        batch = InstructCollator(module.tokenizer.pad_token_id, padding_side)(items)
         if args.blank_images:
             for modality in ("oct", "cfp"):
                 if batch.get(f"{modality}_pixels") is not None:
                     batch[f"{modality}_pixels"] = torch.zeros_like(batch[f"{modality}_pixels"])
         return batch
 
+    def accuracy(indices: list[int]) -> float:
+        prompts, truths = [generation[i] for i in indices], [records[i]["labels"] for i in indices]
+        return diagnosis_accuracy(module, prompts, truths, collate, vocabulary, args.answer_tokens)
+
     optimizer = module.optimizer_factory(params=module.parameter_groups())
     rng = random.Random(args.seed)
-
-    def accuracy(indices: list[int]) -> float:
-        module.model.eval()
-        with torch.no_grad():
-            correct = [
-                hit
-                for start in range(0, len(indices), 16)
-                for hit in diagnosis_correct(
-                    module.model, collate([dataset[i] for i in indices[start : start + 16]]), period_ids, colon_ids
-                )
-            ]
-        module.model.train()
-        return sum(correct) / len(correct)
 
     def reliance() -> tuple[float, float]:
         module.model.eval()
