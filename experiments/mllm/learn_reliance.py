@@ -142,8 +142,10 @@ def main() -> None:
     schema = load_schema()
     vocabulary = build_vocabulary(schema, load_knowledge_base(schema=schema))
 
+    collators = {side: InstructCollator(module.tokenizer.pad_token_id, side) for side in ("right", "left")}
+
     def collate(items: list[dict], padding_side: str = "right") -> dict:
-        batch = InstructCollator(module.tokenizer.pad_token_id, padding_side)(items)
+        batch = collators[padding_side](items)
         if args.blank_images:
             for modality in ("oct", "cfp"):
                 if batch.get(f"{modality}_pixels") is not None:
