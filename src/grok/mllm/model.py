@@ -115,15 +115,6 @@ class GrokMLLM(nn.Module):
         Hidden states are gathered at the positions whose next token is supervised before the output head, so no
         full-vocabulary logits are formed for prompt or image tokens; `loss_chunk_size` bounds the logits further.
         """
-        hidden, targets, supervised = self.supervised_states(batch)
-        return {"loss": self.supervised_loss(hidden, targets), "tokens": supervised.sum()}
-
-    def supervised_states(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
-        """Final hidden states at the positions whose next token is supervised, in row-major order.
-
-        Returns the states [n, H], their targets as output-head rows [n] (compact ids when the vocabulary is
-        trimmed) and the mask [B, T-1] of those positions in the spliced sequence (`mask.sum(1)` per conversation).
-        """
         spliced = self.prepare_inputs(batch, padding_side="right")
         hidden = self.causal_lm.model(
             inputs_embeds=spliced.inputs_embeds,
@@ -133,7 +124,9 @@ class GrokMLLM(nn.Module):
         ).last_hidden_state
         targets = spliced.labels[:, 1:]
         supervised = targets != IGNORE_INDEX
-        return hidden[:, :-1][supervised], self._compact(targets[supervised]), supervised
+        selected = hidden[:, :-1][supervised]
+        target_rows = self._compact(targets[supervised])
+        return {"loss": self.supervised_loss(selected, target_rows), "tokens": supervised.sum()}
 
     def supervised_loss(self, hidden: Tensor, targets: Tensor) -> Tensor:
         """Cross-entropy of the output head on gathered hidden states, optionally in chunks of rows."""
