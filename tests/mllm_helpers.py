@@ -77,11 +77,14 @@ def write_instruction_fixture(root: Path, eyes_per_split: int = 8, seed: int = 0
 def tiny_overrides(instructions_dir: Path, extra: list[str] | None = None) -> list[str]:
     """Overrides shrinking `mllm` to seconds: fixture data, un-aligned tiny OCT encoder, small batches, no logger.
 
-    LoRA (`lora=lora`) unless `extra` picks another `lora/` option: most tests exercise the peft machinery of the
-    paper's setting; the tiny default's full fine-tuning (`lora=full`) has tests of its own.
+    LoRA (`adaptation=lora`) unless `extra` picks another `adaptation/` option: most tests exercise the peft machinery
+    of the paper's setting; the tiny default's full fine-tuning (`adaptation=full`) has tests of its own.
     """
     extra = list(extra or [])
-    adaptation = [] if any(item.startswith("lora=") for item in extra) else ["lora=lora"]
+    chosen = [item.split("=", 1)[1] for item in extra if item.startswith("adaptation=")]
+    adaptation = [] if chosen else ["adaptation=lora"]
+    if (chosen or ["lora"])[-1] in ("lora", "qlora"):  # a small adapter (full/frozen have no rank)
+        adaptation += ["adaptation.r=4", "adaptation.alpha=8"]
     return [
         *adaptation,
         f"paths.instructions_dir={instructions_dir}",
@@ -97,8 +100,6 @@ def tiny_overrides(instructions_dir: Path, extra: list[str] | None = None) -> li
         "llm.config.hidden_size=32",
         "llm.config.intermediate_size=64",
         "llm.config.num_hidden_layers=1",
-        "lora.r=4",
-        "lora.alpha=8",
         "data.batch_size=4",
         "data.eval_batch_size=4",
         "logger=csv",

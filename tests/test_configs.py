@@ -94,3 +94,51 @@ def test_every_group_option_instantiates(host: str, group: str, package: str, op
             continue
         instance = hydra.utils.instantiate(target)
         assert instance is not None, f"{host}:{group}={option} at {where}"
+
+
+def test_no_group_option_overrides_another_group() -> None:
+    # the file that names a value holds the value in force: only experiment/ files (diffs of the defaults) override
+    offenders = []
+    for path in sorted(CONF.glob("*/**/*.yaml")):
+        group = path.relative_to(CONF).parts[0]
+        if group == "experiment":
+            continue
+        for entry in (yaml.safe_load(path.read_text()) or {}).get("defaults", []) or []:
+            keys = entry.keys() if isinstance(entry, dict) else [entry]
+            offenders += [f"{path.relative_to(CONF)}: {key}" for key in keys if str(key).startswith("override ")]
+    assert not offenders, offenders
+
+
+@pytest.mark.parametrize(
+    ("override", "new"),
+    [
+        ("lora=full", "adaptation=full"),
+        ("lora.r=4", "adaptation.r"),
+        ("+lora.full_finetune=true", "adaptation.mode"),
+        ("model.learning_rates.lora=1e-3", "model.learning_rates.language_model"),
+        ("torch_num_threads=2", "num_threads"),
+        ("model.warmup_fraction=0.1", "model.warmup_ratio"),
+    ],
+)
+def test_renamed_keys_fail_naming_the_new_key(override: str, new: str, monkeypatch, capsys) -> None:
+    from grok.cli.train_mllm import main
+    from grok.utils.config import RenamedKeyError, check_overrides
+
+    with pytest.raises(RenamedKeyError, match=new.split("=")[0].replace(".", r"\.")):
+        check_overrides([override])
+    monkeypatch.setattr("sys.argv", ["grok-train-mllm", override])
+    with pytest.raises(SystemExit, match=f"use {new.split('=')[0]}"):
+        main()
+
+
+def test_a_config_file_with_a_renamed_key_fails_naming_the_new_key(tmp_path: Path) -> None:
+    from grok.utils.config import RenamedKeyError, check_config
+
+    check_config(compose_config("mllm", tmp_path))  # today's keys pass
+    cfg = compose_config("mllm", tmp_path, ["+lora={r: 8}"])  # e.g. an old experiment file of the user's
+    with pytest.raises(RenamedKeyError, match="use adaptation"):
+        check_config(cfg)
+    from hydra.errors import InstantiationException
+
+    with pytest.raises(InstantiationException, match=r"renamed model\.learning_rates\.language_model"):
+        hydra.utils.instantiate(compose_config("mllm", tmp_path, ["+model.learning_rates.lora=1e-3"]).model)

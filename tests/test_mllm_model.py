@@ -106,7 +106,7 @@ def test_one_step_changes_lora_projectors_and_fusion_but_not_encoders_or_base(co
 
 
 def test_paper_lr_override_puts_the_cfp_projector_in_its_own_group(config) -> None:
-    cfg = config("model.learning_rates.lora=2.0e-4")
+    cfg = config("model.learning_rates.language_model=2.0e-4")
     cfg.model.learning_rates.overrides = {"fusion.cfp_projector": 2.0e-5}  # as in experiment/mllm_paper.yaml
     module = hydra.utils.instantiate(cfg.model)
     groups = {group["lr"]: group["params"] for group in module.parameter_groups()}
@@ -142,13 +142,14 @@ def test_exported_adapter_reloads_through_plain_peft_with_the_same_logits(config
 
 
 def test_full_finetune_trains_every_language_model_weight_and_the_fusion_but_not_the_encoders(config) -> None:
-    cfg = config("lora=full", "model.learning_rates.lora=1.0e-3")  # a rate of its own, so its group is apart
+    # a rate of its own, so its group is apart
+    cfg = config("adaptation=full", "model.learning_rates.language_model=1.0e-3")
     torch.manual_seed(0)
     module = hydra.utils.instantiate(cfg.model)
     assert not hasattr(module.model.language_model, "peft_config")
     groups = {group["lr"]: group["params"] for group in module.parameter_groups()}
     language_model = {id(p) for p in module.model.language_model.parameters()}
-    assert {id(p) for p in groups[cfg.model.learning_rates.lora]} == language_model
+    assert {id(p) for p in groups[cfg.model.learning_rates.language_model]} == language_model
     batch = _train_batch(cfg, module)
     before = {name: p.detach().clone() for name, p in module.model.named_parameters()}
     optimizer = module.optimizer_factory(params=module.parameter_groups())
@@ -165,7 +166,7 @@ def test_full_finetune_trains_every_language_model_weight_and_the_fusion_but_not
 
 
 def test_full_finetune_exports_a_plain_transformers_model(config, tmp_path) -> None:
-    cfg = config("lora=full")
+    cfg = config("adaptation=full")
     torch.manual_seed(0)
     module = hydra.utils.instantiate(cfg.model)
     with torch.no_grad():
@@ -184,34 +185,46 @@ def test_full_finetune_exports_a_plain_transformers_model(config, tmp_path) -> N
         torch.testing.assert_close(reloaded.model(batch)["loss"], module.model(batch)["loss"])
 
 
-def test_tiny_random_base_defaults_to_full_finetuning_and_qwen2_7b_to_lora(tmp_path) -> None:
-    from grok.mllm.lora import apply_lora
+def test_the_adaptation_is_the_adaptation_groups_choice_whatever_the_language_model(tmp_path) -> None:
+    # the llm/ group never changes how the model is tuned: the same adaptation whatever the language model
+    for mode in ("lora", "qlora", "full", "frozen"):
+        tiny, real = (
+            compose_config("mllm", tmp_path / f"{mode}-{llm}", [f"llm={llm}", f"adaptation={mode}"]).adaptation
+            for llm in ("tiny_qwen2", "qwen2_7b")
+        )
+        assert tiny.mode == real.mode == mode
+        assert {k: v for k, v in tiny.items() if k != "modules_to_save"} == {
+            k: v for k, v in real.items() if k != "modules_to_save"
+        }
+    assert compose_config("mllm", tmp_path / "default", []).adaptation.mode == "full"  # the CPU default's choice
+    assert compose_config("mllm", tmp_path / "lora", ["adaptation=lora"]).adaptation.r == 64  # lora.yaml's value
+    assert "quantization" in compose_config("mllm", tmp_path / "qlora", ["adaptation=qlora"]).adaptation
+    paper = compose_config("mllm", tmp_path / "paper", ["experiment=mllm_paper"])
+    assert paper.adaptation.mode == "lora" and paper.adaptation.r == 128 and paper.fusion.input_norm is None
+    assert compose_config("mllm", tmp_path / "fusion", []).fusion.input_norm == "batch"  # fusion/*.yaml's value
 
-    assert compose_config("mllm", tmp_path / "tiny", []).lora.full_finetune is True
-    real = compose_config("mllm", tmp_path / "real", ["llm=qwen2_7b"]).lora
-    assert real.enabled is True and not real.get("full_finetune", False)
-    assert compose_config("mllm", tmp_path / "picked", ["lora=lora"]).lora.enabled is True
-    with pytest.raises(ValueError, match="exclude each other"):
-        apply_lora(Qwen2ForCausalLM(Qwen2Config(**TINY_QWEN2)), enabled=True, full_finetune=True)
-    tiny_choices = {
-        option: compose_config("mllm", tmp_path / option, [f"lora={option}"]).lora for option in ("none", "qlora")
-    }
-    assert tiny_choices["none"].enabled is False and not tiny_choices["none"].get("full_finetune", False)
-    assert "quantization" in tiny_choices["qlora"] and tiny_choices["qlora"].enabled is True
-    paper = compose_config("mllm", tmp_path / "paper", ["experiment=mllm_paper"]).lora
-    assert paper.enabled is True and paper.r == 128
+
+def test_adaptation_modes_refuse_what_they_cannot_train() -> None:
+    from grok.mllm.adaptation import adapt_language_model
+
+    with pytest.raises(ValueError, match=r"adaptation.mode='adapter' is not one of"):
+        adapt_language_model(Qwen2ForCausalLM(Qwen2Config(**TINY_QWEN2)), mode="adapter")
+    with pytest.raises(ValueError, match="only adaptation=qlora loads and trains a 4-bit model"):
+        adapt_language_model(Qwen2ForCausalLM(Qwen2Config(**TINY_QWEN2)), mode="qlora")
+    frozen = adapt_language_model(Qwen2ForCausalLM(Qwen2Config(**TINY_QWEN2)), mode="frozen")
+    assert not any(p.requires_grad for p in frozen.parameters())
 
 
 def test_full_finetune_refuses_a_4bit_model(config) -> None:
     from hydra.errors import InstantiationException
 
-    cfg = config("lora=qlora", "lora.enabled=false", "+lora.full_finetune=true")
-    with pytest.raises(InstantiationException, match="cannot train a 4-bit"):
+    cfg = config("adaptation=qlora", "adaptation.mode=full")
+    with pytest.raises(InstantiationException, match="only adaptation=qlora loads and trains a 4-bit model"):
         hydra.utils.instantiate(cfg.model)
 
 
 def test_full_finetune_with_tied_embeddings_exports_and_reloads(config, tmp_path) -> None:
-    cfg = config("lora=full", "llm.config.tie_word_embeddings=true")
+    cfg = config("adaptation=full", "llm.config.tie_word_embeddings=true")
     torch.manual_seed(0)
     module = hydra.utils.instantiate(cfg.model)
     reloaded, _ = load_exported_mllm(export_mllm(module, tmp_path / "export", cfg))
@@ -224,7 +237,7 @@ def test_full_finetune_with_tied_embeddings_exports_and_reloads(config, tmp_path
 def test_qlora_forward_and_backward_on_cpu(config) -> None:
     import bitsandbytes as bnb
 
-    cfg = config("lora=qlora", "lora.r=4", "lora.alpha=8")
+    cfg = config("adaptation=qlora", "adaptation.r=4", "adaptation.alpha=8")
     module = hydra.utils.instantiate(cfg.model)
     quantized = [m for m in module.model.causal_lm.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert quantized and quantized[0].weight.quant_type == "nf4"

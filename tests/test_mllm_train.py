@@ -38,7 +38,7 @@ def test_fast_dev_run(make_config, instructions) -> None:
 def test_checkpoint_holds_only_trainable_weights_and_resumes(
     make_config, instructions, tmp_path, adaptation, trainable, probe
 ) -> None:
-    options = [f"lora={adaptation}", "trainer.max_epochs=1", "export.enabled=false"]
+    options = [f"adaptation={adaptation}", "trainer.max_epochs=1", "export.enabled=false"]
     train(make_config("mllm", tiny_overrides(instructions, options)))
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(last, map_location="cpu", weights_only=False)
@@ -46,7 +46,7 @@ def test_checkpoint_holds_only_trainable_weights_and_resumes(
     assert keys and all(any(part in k for part in trainable) for k in keys)
     assert not any(k.startswith("model.encoders.") or "original_module" in k for k in keys)
     resumed = make_config(
-        "mllm", tiny_overrides(instructions, [f"lora={adaptation}", "trainer.max_epochs=2", f"ckpt_path={last}"])
+        "mllm", tiny_overrides(instructions, [f"adaptation={adaptation}", "trainer.max_epochs=2", f"ckpt_path={last}"])
     )
     _, objects = train(resumed)
     assert objects["trainer"].current_epoch == 2
@@ -57,7 +57,7 @@ def test_checkpoint_holds_only_trainable_weights_and_resumes(
     assert not torch.equal(now, saved)  # training continued from the saved weights
     other = "full" if adaptation == "lora" else "lora"
     mismatched = make_config(
-        "mllm", tiny_overrides(instructions, [f"lora={other}", "trainer.max_epochs=2", f"ckpt_path={last}"])
+        "mllm", tiny_overrides(instructions, [f"adaptation={other}", "trainer.max_epochs=2", f"ckpt_path={last}"])
     )
     with pytest.raises(RuntimeError, match=r"lacks \d+ trainable weight"):
         train(mismatched)
@@ -90,7 +90,7 @@ def test_ddp_on_two_cpu_processes(make_config, instructions) -> None:
 
 def test_train_export_then_infer_writes_predictions(make_config, instructions, tmp_path, syntheye_dir) -> None:
     # first the tiny default's full fine-tuning, then LoRA into the same export folder: no stale layout stays behind
-    train_mllm(make_config("mllm", tiny_overrides(instructions, ["lora=full", "trainer.max_epochs=1"])))
+    train_mllm(make_config("mllm", tiny_overrides(instructions, ["adaptation=full", "trainer.max_epochs=1"])))
     export = tmp_path / "artifacts" / "mllm"
     assert (export / "language_model" / "config.json").is_file() and not (export / "adapter").exists()
     cfg = make_config("mllm", tiny_overrides(instructions, ["trainer.max_epochs=1"]))

@@ -40,10 +40,10 @@ def _config(instructions: Path, root: Path, trim: bool, cache: bool, batch_size:
         f"data.batch_size={batch_size}",
         "+data.max_records.train=256",
         "model.vocabulary.corpus=[" + str(instructions / "train.jsonl") + "]",
-        "lora=lora",  # the baseline is a peft LoRA loop: LoRA on our side too (the tiny default is lora=full)
-        "lora.dropout=0.0",
+        "adaptation=lora",  # the baseline is a peft LoRA loop: LoRA on our side too (the tiny default is full)
+        "adaptation.dropout=0.0",
     ]
-    # a random full-vocabulary base: train embeddings/head as the tiny base does under lora=lora, all 151,936 rows
+    # a random full-vocabulary base: train embeddings/head as the tiny base does under adaptation=lora, all 151,936 rows
     if not trim:
         overrides.append("llm.lora_modules_to_save=[embed_tokens,lm_head]")
     return compose_config("mllm", root, overrides)
@@ -155,7 +155,7 @@ def run_hf(instructions: Path, steps: int, warmup: int, batch_size: int) -> dict
         output_dir=str(root / "hf"),
         per_device_train_batch_size=batch_size,
         max_steps=warmup + steps,
-        learning_rate=float(cfg.model.learning_rates.lora),
+        learning_rate=float(cfg.model.learning_rates.language_model),
         lr_scheduler_type="constant",
         weight_decay=0.0,
         logging_steps=10**6,

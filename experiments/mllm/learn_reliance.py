@@ -2,7 +2,7 @@
 
     .venv/bin/python experiments/mllm/learn_reliance.py --steps 600 [hydra overrides of conf/mllm.yaml ...]
     .venv/bin/python experiments/mllm/learn_reliance.py --steps 600 fusion.input_norm=null \
-        llm.config.initializer_range=0.02 lora=lora lora.dropout=0.05    # the settings of the first CPU default
+        llm.config.initializer_range=0.02 adaptation=lora adaptation.dropout=0.05  # the first CPU default
     .venv/bin/python experiments/mllm/learn_reliance.py --steps 3000 --every 500 --blank-images   # prompt only
 
 Trains the model of `conf/mllm.yaml` (plus overrides) on `--train` diagnosis conversations of the train split with

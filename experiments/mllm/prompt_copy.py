@@ -4,13 +4,14 @@
     .venv/bin/python experiments/mllm/prompt_copy.py --steps 1200 --distance 50      # a shorter stretch
     .venv/bin/python experiments/mllm/prompt_copy.py --steps 1200 \
         '+llm.config.rope_parameters={rope_type:default,rope_theta:1000000.0}'           # Qwen2-7B's RoPE base
-    .venv/bin/python experiments/mllm/prompt_copy.py --steps 1200 --distance 50 lora=lora   # peft LoRA instead
+    .venv/bin/python experiments/mllm/prompt_copy.py --steps 1200 --distance 50 adaptation=lora   # peft LoRA instead
 
 A SynthEye report restates the prompt's blood pressure and HbA1c in its systemic lines, several hundred tokens after
 the prompt; the tiny default rarely learns to (its reports quote the training mean). This harness isolates that skill:
 the `llm` config of `conf/mllm.yaml` (plus overrides), built by the same `build_language_model` over the real Qwen2
-tokenizer with a compact vocabulary and adapted as the `lora/` group says (`full` for the tiny base: every weight
-trains; `lora=lora` for a peft adapter with trained embeddings/head), is trained (no images) on synthetic conversations
+tokenizer with a compact vocabulary and adapted as the `adaptation/` group says (`full` for the tiny base: every
+weight trains; `adaptation=lora` for a peft adapter with trained embeddings/head), is trained (no images) on synthetic
+conversations
 "<128 blank visual positions> BP s/d mmHg, HbA1c h mmol/mol. -> <`--distance` filler words>. SBP s mmHg, DBP d mmHg,
 HbA1c h mmol/mol." and every `--every` steps reports the greedy accuracy of the copied digits on 64 held-out prompts
 (about 0.4 from the digits' marginal alone, 1.0 when every value is copied). One CPU thread by default; runs of
@@ -28,9 +29,9 @@ import torch
 from learn_reliance import compose_mllm  # this folder is on sys.path when the script runs
 from omegaconf import OmegaConf
 
+from grok.mllm.adaptation import adapt_language_model
 from grok.mllm.chat import IGNORE_INDEX
 from grok.mllm.language_model import build_language_model
-from grok.mllm.lora import apply_lora
 from grok.mllm.tokenizer import build_qwen2_tokenizer
 from grok.mllm.vocab_trim import build_vocabulary_map
 
@@ -76,10 +77,10 @@ def main() -> None:
     llm = OmegaConf.to_container(cfg.llm, resolve=True)
     options = {key: llm[key] for key in ("config", "dtype", "attn_implementation")}
     model = build_language_model(tokenizer_size=len(tokenizer), vocabulary=vocabulary, **options)
-    adaptation = OmegaConf.to_container(cfg.lora, resolve=True)
-    if adaptation.pop("quantization", None) or not (adaptation.get("enabled") or adaptation.get("full_finetune")):
-        raise SystemExit("prompt_copy.py trains the language model: use lora=full (the default) or lora=lora")
-    model = apply_lora(model, **adaptation)  # the `lora/` choice: full fine-tuning for the tiny base, or lora=lora
+    adaptation = OmegaConf.to_container(cfg.adaptation, resolve=True)
+    if adaptation["mode"] not in ("full", "lora"):
+        raise SystemExit("prompt_copy.py trains the language model: use adaptation=full (the default) or =lora")
+    model = adapt_language_model(model, **adaptation)  # full fine-tuning for the tiny base, or adaptation=lora
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.0)
     digits = {i for i in vocabulary.compact_to_real.tolist() if tokenizer.decode([i]).strip().isdigit()}

@@ -54,7 +54,7 @@ class AlignModule(L.LightningModule):
         plots: Mapping[str, Any] | None = None,
         collapse_threshold: float = 0.05,
         retrieval_ks: tuple[int, ...] = (1, 5, 10),
-        warmup_fraction: float = 0.0,
+        warmup_ratio: float = 0.0,
     ) -> None:
         super().__init__()
         # No save_hyperparameters: the composed Hydra config is the record (logged by the runner, kept in .hydra/),
@@ -72,7 +72,7 @@ class AlignModule(L.LightningModule):
         self.plot_config = dict(plots or {})
         self.collapse_threshold = collapse_threshold
         self.retrieval_ks = tuple(retrieval_ks)
-        self.warmup_fraction = warmup_fraction
+        self.warmup_ratio = warmup_ratio
         self.unaligned_probe: dict[str, dict[str, float]] | None = None
         self._outputs: dict[str, list[Tensor]] = {}
         self._collapse_warned_epoch = -1
@@ -240,7 +240,7 @@ class AlignModule(L.LightningModule):
         if "num_training_steps" in accepted:
             extra["num_training_steps"] = total
         if "num_warmup_steps" in accepted:
-            extra["num_warmup_steps"] = round(self.warmup_fraction * total)
+            extra["num_warmup_steps"] = round(self.warmup_ratio * total)
         scheduler = self.scheduler_factory(optimizer, **extra)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

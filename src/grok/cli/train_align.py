@@ -17,8 +17,8 @@ log = logging.getLogger(__name__)
 
 def run_align(cfg: DictConfig) -> dict[str, Any]:
     """Fit (and test) per `cfg`, reload the best checkpoint, validate it and export the encoder; return metrics."""
-    if cfg.get("torch_num_threads"):
-        torch.set_num_threads(int(cfg.torch_num_threads))
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
     metrics, objects = train(cfg)
     module, trainer, datamodule = objects["model"], objects["trainer"], objects["datamodule"]
     callback = trainer.checkpoint_callback

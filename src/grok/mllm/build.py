@@ -10,9 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from grok.mllm.adaptation import adapt_language_model
 from grok.mllm.chat import DEFAULT_SYSTEM_PROMPT, render_conversation
 from grok.mllm.language_model import build_language_model
-from grok.mllm.lora import apply_lora
 from grok.mllm.model import GrokMLLM
 from grok.mllm.tokenizer import placeholder_ids
 from grok.mllm.vocab_trim import VocabularyMap, build_vocabulary_map
@@ -60,7 +60,7 @@ def seeded(seed: int | None, build: Callable[[], nn.Module]) -> nn.Module:
 def build_grok_mllm(
     tokenizer: Any,
     llm: Mapping[str, Any],
-    lora: Mapping[str, Any],
+    adaptation: Mapping[str, Any],
     encoders: Mapping[str, Callable[[], nn.Module] | nn.Module | None],
     fusion: Callable[..., nn.Module],
     vocabulary: VocabularyMap | None = None,
@@ -69,7 +69,7 @@ def build_grok_mllm(
     gradient_checkpointing: bool = False,
     init_seed: int | None = 0,
 ) -> GrokMLLM:
-    """A GrokMLLM: language model (`llm` node) adapted as the `lora` node says (LoRA, QLoRA, full or frozen),
+    """A GrokMLLM: language model (`llm` node) tuned as the `adaptation` node says (LoRA, QLoRA, full or frozen),
     encoders and `fusion(oct_dim, cfp_dim, llm_dim, oct_tokens, cfp_tokens)` (token counts None for a missing modality).
 
     `encoders` values are modules or zero-argument builders (called under `init_seed`, so random encoders are the
@@ -80,15 +80,20 @@ def build_grok_mllm(
         for key, value in llm.items()
         if key not in ("name", "tokenizer_path", "trim_vocabulary", "lora_modules_to_save")
     }
-    lora_options = dict(lora)
-    quantization = lora_options.pop("quantization", None)
+    adaptation_options = dict(adaptation)
+    quantization = adaptation_options.pop("quantization", None)
     language_model = seeded(
         init_seed,
         lambda: build_language_model(
             tokenizer_size=len(tokenizer), vocabulary=vocabulary, quantization=quantization, **llm_options
         ),
     )
-    language_model = apply_lora(language_model, gradient_checkpointing=gradient_checkpointing, **lora_options)
+    language_model = adapt_language_model(
+        language_model,
+        gradient_checkpointing=gradient_checkpointing,
+        pretrained=bool(llm.get("pretrained_path")),
+        **adaptation_options,
+    )
     built = {
         modality: seeded(init_seed, encoder) if callable(encoder) and not isinstance(encoder, nn.Module) else encoder
         for modality, encoder in encoders.items()

@@ -4,7 +4,7 @@ weights, the vocabulary map, the config.
 Layout of the export folder:
   adapter/                 LoRA adapter (`PeftModel.from_pretrained(base, "<dir>/adapter")`)
   base_model/              the frozen base Qwen2 in transformers format, only when it was randomly initialised
-  language_model/          instead of both: the fully fine-tuned Qwen2 (`lora=full`) in transformers format (its
+  language_model/          instead of both: the fully fine-tuned Qwen2 (`adaptation=full`) in transformers format (its
                            embedding rows follow vocab_map.json when the vocabulary is trimmed)
   fusion.safetensors       projector/fusion weights (keys of `GrokMLLM.fusion`)
   trainable.safetensors    every trainable parameter + the vocabulary map (what grok-infer loads)
@@ -44,7 +44,7 @@ def export_mllm(module: InstructModule, directory: str | Path, cfg: DictConfig, 
     adapted = hasattr(model.language_model, "peft_config")
     if adapted:
         model.language_model.save_pretrained(str(directory / "adapter"))
-    if not adapted and any(p.requires_grad for p in model.language_model.parameters()):  # lora=full
+    if not adapted and any(p.requires_grad for p in model.language_model.parameters()):  # adaptation=full
         model.language_model.save_pretrained(str(directory / "language_model"))
     elif not cfg.llm.get("pretrained_path"):  # a random base cannot be re-downloaded: ship it for plain peft
         base = copy.deepcopy(model.language_model)

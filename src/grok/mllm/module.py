@@ -25,11 +25,11 @@ def _plain(node: Any) -> Any:
 
 
 class InstructModule(L.LightningModule):
-    """Trains the language model's adaptation (LoRA adapter, or every weight under `lora=full`), projectors and fusion
-    of a GrokMLLM; encoders (and, with LoRA, base weights) stay frozen.
+    """Trains the language model's adaptation (LoRA adapter, or every weight under `adaptation=full`), projectors and
+    fusion of a GrokMLLM; encoders (and, with LoRA, base weights) stay frozen.
 
-    Learning rates: `learning_rates.lora` for the trainable language-model weights (LoRA factors and peft
-    `modules_to_save`, or all of them under `lora=full`), `learning_rates.fusion` for projectors/fusion, and
+    Learning rates: `learning_rates.language_model` for the trainable language-model weights (LoRA factors and peft
+    `modules_to_save`, or all of them under `adaptation=full`), `learning_rates.fusion` for projectors/fusion, and
     `learning_rates.overrides` ({parameter-name prefix: lr}, e.g. the paper's 2e-5 for `fusion.cfp_projector`).
     Checkpoints hold only trainable parameters (plus the vocabulary map); frozen weights are rebuilt from the config
     (files or `init_seed`) and checked against the checksum stored in the checkpoint.
@@ -39,7 +39,7 @@ class InstructModule(L.LightningModule):
         self,
         tokenizer: Any,
         llm: Mapping[str, Any],
-        lora: Mapping[str, Any],
+        adaptation: Mapping[str, Any],
         oct_encoder: Any,
         cfp_encoder: Any,
         fusion: Callable[..., torch.nn.Module],
@@ -57,11 +57,16 @@ class InstructModule(L.LightningModule):
         feature_cache: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if "lora" in (learning_rates or {}):
+            raise ValueError(
+                "model.learning_rates.lora was renamed model.learning_rates.language_model (the rate of the LoRA "
+                "adapter, or of every language-model weight under adaptation=full)"
+            )
         # plain containers only: Lightning reloads checkpoints with torch.load(weights_only=True)
         self.save_hyperparameters(
             {
                 "llm": _plain(llm),
-                "lora": _plain(lora),
+                "adaptation": _plain(adaptation),
                 "learning_rates": _plain(learning_rates),
                 "weight_decay": weight_decay,
                 "warmup_ratio": warmup_ratio,
@@ -76,7 +81,7 @@ class InstructModule(L.LightningModule):
         self.model = build_grok_mllm(
             tokenizer,
             llm=_plain(llm),
-            lora=_plain(lora),
+            adaptation=_plain(adaptation),
             encoders={"oct": oct_encoder, "cfp": cfp_encoder},
             fusion=fusion,
             vocabulary=build_vocabulary(tokenizer, system_prompt=system_prompt, **vocabulary_options),
@@ -129,15 +134,15 @@ class InstructModule(L.LightningModule):
     # ---- optimisation ------------------------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Trainable parameters grouped by learning rate: the language model's (LoRA, saved modules, or all of it under
-        `lora=full`), fusion/projectors, and prefix overrides."""
+        `adaptation=full`), fusion/projectors, and prefix overrides."""
         overrides: Mapping[str, float] = self.learning_rates.get("overrides") or {}
         groups: dict[float, list[torch.nn.Parameter]] = {}
         for name, parameter in self.model.named_parameters():
             if not parameter.requires_grad:
                 continue
-            # LoRA factors, peft's saved modules, or every weight under lora=full: the language model's rate
+            # LoRA factors, peft's saved modules, or every weight under adaptation=full: the language model's rate
             in_language_model = name.startswith("language_model.")
-            lr = self.learning_rates.get("lora") if in_language_model else self.learning_rates.get("fusion")
+            lr = self.learning_rates.get("language_model" if in_language_model else "fusion")
             for prefix, override in overrides.items():
                 if name.startswith(prefix):
                     lr = override
@@ -174,8 +179,8 @@ class InstructModule(L.LightningModule):
         if missing:
             raise RuntimeError(
                 f"the checkpoint lacks {len(missing)} trainable weight(s) of this model (e.g. {missing[0]}): it was "
-                "trained with another language-model adaptation or architecture (lora=lora vs lora=full, lora.r, "
-                "llm.config, fusion); resume with the settings it was trained with"
+                "trained with another language-model adaptation or architecture (adaptation=lora vs full, "
+                "adaptation.r, llm.config, fusion); resume with the settings it was trained with"
             )
         expected, actual = checkpoint.get("grok_frozen_checksum"), frozen_checksum(self.model)
         if expected is not None and not math.isclose(expected, actual, rel_tol=1e-6):

@@ -3,15 +3,55 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterable
 from functools import wraps
 from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 CONFIG_ENV = "GROK_CONFIG_DIR"
+# Config keys that were renamed: old dotted key -> its replacement (a group, a node or a value).
+RENAMED_KEYS = {
+    "lora": "adaptation",
+    "lora.enabled": "adaptation.mode (lora | qlora | full | frozen)",
+    "lora.full_finetune": "adaptation.mode (lora | qlora | full | frozen)",
+    "model.lora": "model.adaptation",
+    "model.learning_rates.lora": "model.learning_rates.language_model",
+    "torch_num_threads": "num_threads",
+    "model.warmup_fraction": "model.warmup_ratio",
+}
+
+
+class RenamedKeyError(ValueError):
+    """A config key or override uses a name that was changed; the message names the new one."""
+
+
+def _renamed(key: str) -> str | None:
+    """The message for a renamed `key` (or a key below a renamed node), None for a current key."""
+    matches = [old for old in RENAMED_KEYS if key == old or key.startswith(f"{old}.")]
+    if not matches:
+        return None
+    old = max(matches, key=len)
+    return f"config key '{key}' was renamed: use {RENAMED_KEYS[old]}{key[len(old) :]}"
+
+
+def check_overrides(overrides: Iterable[str]) -> None:
+    """Refuse command-line overrides (`key=value`, `+key=...`, `~key`) that use a renamed key, naming the new one."""
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0].strip()
+        message = _renamed(key)
+        if message:
+            raise RenamedKeyError(f"{message} (in the override {override!r})")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Refuse a composed config (e.g. from a user's experiment file) that still holds a renamed key."""
+    for old in RENAMED_KEYS:
+        if OmegaConf.select(cfg, old, default=None, throw_on_missing=False) is not None:
+            raise RenamedKeyError(_renamed(old) or old)
 
 
 def config_dir() -> Path:
@@ -30,8 +70,19 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
 
     def decorator(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
         @wraps(task)
+        def checked_task(cfg: DictConfig) -> Any:
+            check_config(cfg)
+            return task(cfg)
+
+        @wraps(task)
         def main() -> Any:
-            return hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(task)()
+            try:
+                check_overrides(sys.argv[1:])
+            except RenamedKeyError as error:
+                raise SystemExit(f"error: {error}") from None
+            return hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(
+                checked_task
+            )()
 
         return main
 
