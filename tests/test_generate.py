@@ -60,7 +60,18 @@ def test_records_follow_the_contract_and_splits_are_by_subject(make_config, tabl
     }
     assert len({r["id"] for s in SPLITS for r in records[s]}) == sum(len(v) for v in records.values())
     record = records["train"][0]
-    assert set(record) == {"id", "eye_id", "split", "task", "style", "images", "conversations", "labels", "facts"}
+    assert set(record) == {
+        "id",
+        "eye_id",
+        "split",
+        "task",
+        "style",
+        "images",
+        "conversations",
+        "quantity_spans",
+        "labels",
+        "facts",
+    }
     assert record["images"] == {"oct": f"oct/{record['eye_id']}.png", "cfp": f"cfp/{record['eye_id']}.png"}
     assert record["conversations"][0]["value"].startswith("<oct>\n<cfp>\n")
     facts = record["facts"]

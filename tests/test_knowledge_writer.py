@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from grok.grounding.spans import strip_conversation, strip_marks
 from grok.knowledge import evaluate_row, load_knowledge_base
 from grok.knowledge.factcheck import numbers_in, stated_labels
 from grok.knowledge.instructions import TASKS, EyeCase, InstructionBuilder
@@ -17,6 +18,11 @@ KB = load_knowledge_base()
 WRITER = ReportWriter(KB)
 BUILDER = InstructionBuilder(WRITER)
 SCHEMA = KB.schema
+
+
+def plain(text: str) -> str:
+    """The writer's text without its quantity marks (what a record holds)."""
+    return strip_marks(text)[0]
 
 
 def _case(row, labels, eye="R"):
@@ -42,7 +48,7 @@ def test_structured_report_has_three_parts_with_values_units_and_ranges():
     row = normal_row(KB, sex="M")
     row.update(macula_central_um=352.0, hba1c_mmol_mol=61.0, microaneurysm_count=3)
     row["rnfl_avg_um"] = None
-    text = WRITER.structured(*_assess(row, ["DiabeticRetinopathy"]), random.Random(0))
+    text = plain(WRITER.structured(*_assess(row, ["DiabeticRetinopathy"]), random.Random(0)))
     quantitative, rest = text.split("Qualitative findings:")
     findings, conclusion = rest.split("Conclusion:")
     assert quantitative.startswith("Quantitative analysis:")
@@ -82,7 +88,7 @@ def test_extra_abnormal_measures_are_capped_but_finding_biomarkers_always_listed
 def test_rounding_never_hides_an_abnormal_value():
     row = normal_row(KB, age=65.0)
     row["gcipl_avg_um"] = 84.4  # upper limit 84 um from age 60
-    text = WRITER.structured(*_assess(row, ["Normal"]), random.Random(0))
+    text = plain(WRITER.structured(*_assess(row, ["Normal"]), random.Random(0)))
     assert "84.4 µm" in text
 
 
@@ -94,8 +100,8 @@ def test_conclusion_never_states_a_diagnosis_without_a_supporting_finding():
         for diagnosis in case.conclusion.diagnoses:
             assert diagnosis.label == SCHEMA.normal_label or diagnosis.findings, (index, diagnosis)
         rng = random.Random(index)
-        structured = WRITER.structured(case.assessment, case.conclusion, rng)
-        narrative = WRITER.narrative(case.assessment, case.conclusion, rng, "right", "man", "60")
+        structured = plain(WRITER.structured(case.assessment, case.conclusion, rng))
+        narrative = plain(WRITER.narrative(case.assessment, case.conclusion, rng, "right", "man", "60"))
         for text in (structured, narrative):
             stated = stated_labels(text, SCHEMA)
             assert stated <= derivable, (index, stated, derivable, text)
@@ -106,7 +112,7 @@ def test_unsupported_label_is_not_asserted_and_flags_uncertainty():
     row = normal_row(KB)  # nothing abnormal, yet the table says glaucoma
     case = _case(row, ["Glaucoma"])
     assert case.conclusion.label_supported is False
-    text = WRITER.structured(case.assessment, case.conclusion, random.Random(0))
+    text = plain(WRITER.structured(case.assessment, case.conclusion, random.Random(0)))
     conclusion = text.split("Conclusion:")[1]
     assert "glaucoma" not in conclusion.lower()
     assert "uncertain" in conclusion.lower() or "limited" in conclusion.lower()
@@ -116,14 +122,14 @@ def test_narrative_is_one_paragraph_of_paper_length_with_numbers_and_elimination
     lengths = []
     for index, (row, labels) in enumerate(_rows(60, seed=3)):
         case = _case(row, labels)
-        text = WRITER.narrative(case.assessment, case.conclusion, random.Random(index), "left", "woman", "58")
+        text = plain(WRITER.narrative(case.assessment, case.conclusion, random.Random(index), "left", "woman", "58"))
         assert "\n" not in text
         lengths.append(len(text.split()))
         for finding in case.assessment.findings:  # each finding's first number is tied to it in the text
             value = case.assessment.by_name[finding.biomarkers[0]]
-            assert WRITER.value(value) in text
+            assert plain(WRITER.value(value)) in text
     assert min(lengths) >= 100 and max(lengths) <= 330, (min(lengths), max(lengths))
-    normal_text = WRITER.narrative(*_assess(normal_row(KB), ["Normal"]), random.Random(0), "right", "man", "50")
+    normal_text = plain(WRITER.narrative(*_assess(normal_row(KB), ["Normal"]), random.Random(0), "right", "man", "50"))
     assert (
         "against glaucoma" in normal_text or "glaucoma is unlikely" in normal_text or "glaucoma unlikely" in normal_text
     )
@@ -133,8 +139,8 @@ def test_same_seed_same_text_and_seeds_vary_phrasing():
     row = normal_row(KB)
     row.update(cup_disc_ratio=0.82, gcipl_avg_um=52.0)
     case = _case(row, ["Glaucoma"])
-    texts = [WRITER.structured(case.assessment, case.conclusion, random.Random(seed)) for seed in range(8)]
-    assert texts[0] == WRITER.structured(case.assessment, case.conclusion, random.Random(0))
+    texts = [plain(WRITER.structured(case.assessment, case.conclusion, random.Random(seed))) for seed in range(8)]
+    assert texts[0] == plain(WRITER.structured(case.assessment, case.conclusion, random.Random(0)))
     assert len(set(texts)) > 1
     numbers = {tuple(numbers_in(t)) for t in texts}  # phrasing varies, the numbers do not
     assert len({tuple(sorted(n)) for n in numbers}) == 1
@@ -145,7 +151,7 @@ def test_every_task_builds_a_conversation_with_image_placeholders_and_patient_co
     row = normal_row(KB, age=63.0, sex="M")
     row.update(sbp_mmhg=150.0, dbp_mmhg=92.0, drusen_count=6)
     case = _case(row, ["AMD"])
-    turns = BUILDER.conversation(task, case, "structured", random.Random(1))
+    turns = strip_conversation(BUILDER.conversation(task, case, "structured", random.Random(1)))[0]
     assert [t["from"] for t in turns][:2] == ["human", "gpt"]
     assert turns[0]["value"].startswith("<oct>\n<cfp>\n")
     assert "63-year-old" in turns[0]["value"] and "150/92" in turns[0]["value"]
@@ -160,6 +166,6 @@ def test_every_task_builds_a_conversation_with_image_placeholders_and_patient_co
 def test_missing_image_drops_its_placeholder():
     assessment = evaluate_row(normal_row(KB), KB)
     case = EyeCase("S1_L", "L", {"cfp": "cfp/a.png"}, ("Normal",), assessment, conclude(assessment, ["Normal"]))
-    turns = BUILDER.conversation("report", case, "narrative", random.Random(0))
+    turns = strip_conversation(BUILDER.conversation("report", case, "narrative", random.Random(0)))[0]
     assert turns[0]["value"].startswith("<cfp>\n") and "<oct>" not in turns[0]["value"]
     assert "single-paragraph" in turns[0]["value"]

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from grok.grounding.spans import strip_conversation
 from grok.knowledge import evaluate_row, load_knowledge_base
 from grok.knowledge.instructions import EyeCase, InstructionBuilder
 from grok.knowledge.llm_writer import LLMWriter
@@ -61,8 +62,14 @@ def _case_and_record(style="structured"):
         assessment,
         conclude(assessment, ["Glaucoma"]),
     )
-    conversations = BUILDER.conversation("report", case, style, random.Random(0))
-    record = {"id": case.eye_id, "task": "report", "style": style, "conversations": conversations}
+    conversations, spans = strip_conversation(BUILDER.conversation("report", case, style, random.Random(0)))
+    record = {
+        "id": case.eye_id,
+        "task": "report",
+        "style": style,
+        "conversations": conversations,
+        "quantity_spans": spans,
+    }
     return case, record
 
 
@@ -81,6 +88,37 @@ def test_faithful_paraphrase_is_kept_and_cached(endpoint, tmp_path):
     _, again = _case_and_record()
     assert writer(again, case) is True  # same request: answered from the cache, no second HTTP call
     assert len(endpoint.requests) == 1 and writer.stats["cache_hits"] == 1 and writer.stats["accepted"] == 2
+
+
+def test_an_accepted_rewrite_gets_its_quantity_spans_by_matching_the_rows_values(endpoint, tmp_path):
+    case, record = _case_and_record()
+    written = [row for row in record["quantity_spans"] if row[0] == 1]
+    deterministic = record["conversations"][1]["value"]
+    answer = "Summary first. " + _paraphrase(deterministic)  # every number moves
+    endpoint.replies = [(200, answer)]
+    writer = _writer(endpoint, tmp_path)
+    assert writer(record, case) is True and record["conversations"][1]["value"] == answer
+    spans = [row for row in record["quantity_spans"] if row[0] == 1]
+    # every number the writer stated is found again, tied to the same quantity, at the place the rewrite states it
+    assert [row[3] for row in spans] == [row[3] for row in written]
+    assert [answer[s:e] for _, s, e, _ in spans] == [deterministic[s:e] for _, s, e, _ in written]
+    assert writer.stats["unmatched_numbers"] == 0 and writer.stats["matched_numbers"] == len(spans)
+    assert [row for row in record["quantity_spans"] if row[0] == 0]  # the prompt's spans are kept
+
+
+def test_numbers_are_matched_to_row_values_within_tolerance_and_unmatched_ones_counted():
+    from grok.grounding.matching import match_to_values
+
+    candidates = {"q:macula_central_um": 342.4, "hi:macula_central_um": 310.0, "q:cup_disc_ratio": 0.78}
+    names = {"macula_central_um": ["CST"], "cup_disc_ratio": ["VCDR"]}
+    text = "CST about 342 um, above 310 um; VCDR 0.8; follow-up in 12 months; HbA1c 7.1"
+    result = match_to_values(text, candidates, names, tolerance=0.03)
+    assert [(text[s.start : s.end], s.symbol) for s in result.spans] == [
+        ("342", "q:macula_central_um"),
+        ("310", "hi:macula_central_um"),
+        ("0.8", "q:cup_disc_ratio"),  # 0.78 rounded to the number's one decimal
+    ]
+    assert result.unmatched == ["12", "7.1"]
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from grok.data.splits import split_of
+from grok.grounding.spans import SPANS_FIELD, strip_conversation
 from grok.knowledge.base import KnowledgeBase, missing_value
 from grok.knowledge.engine import evaluate_row
 from grok.knowledge.instructions import STYLES, TASKS, EyeCase, InstructionBuilder, facts_json
@@ -136,6 +137,7 @@ class RecordFactory:
             for k in range(int(self.plan.mix.get(split, {}).get(task, 0))):
                 rng = PhraseRng(f"{self.plan.seed}:{eye_id}:{task}:{k}")
                 style = self.style(split, rng) if task == "report" else "structured"
+                turns, spans = strip_conversation(self.builder.conversation(task, case, style, rng))
                 record = {
                     "id": eye_id if task == "report" and k == 0 else f"{eye_id}-{task}-{k}",
                     "eye_id": eye_id,
@@ -143,7 +145,8 @@ class RecordFactory:
                     "task": task,
                     "style": style,
                     "images": case.images,
-                    "conversations": self.builder.conversation(task, case, style, rng),
+                    "conversations": turns,
+                    SPANS_FIELD: spans,  # where each value stands: [turn, start, end, symbol] (grok.grounding)
                     "labels": labels,
                 }
                 if rewrite is not None and not rewrite(record, case):

@@ -103,7 +103,7 @@ class InstructionBuilder:
         systemic = case.assessment.systemic
         age = systemic.get("age_years")
         return (
-            "unknown-age" if age is None else f"{age:.0f}",
+            "unknown-age" if age is None else self.writer.number("age_years", age),
             PERSON_WORDS.get(systemic.get("sex") or "", "person"),
             EYE_WORDS.get(case.eye, case.eye),
         )
@@ -127,7 +127,8 @@ class InstructionBuilder:
         items = []
         sbp, dbp = by_name["sbp_mmhg"], by_name["dbp_mmhg"]
         if sbp.value is not None and dbp.value is not None:
-            items.append(pick("systemic_items.bp", rng, value=f"{sbp.value:.0f}/{dbp.value:.0f}"))
+            bp = f"{self.writer.number('sbp_mmhg', sbp.value)}/{self.writer.number('dbp_mmhg', dbp.value)}"
+            items.append(pick("systemic_items.bp", rng, value=bp))
         else:
             items.append(pick("systemic_missing", rng, name="BP"))
         for key, name, short in (("hba1c", "hba1c_mmol_mol", "HbA1c"), ("bmi", "bmi_kg_m2", "BMI")):
@@ -135,7 +136,7 @@ class InstructionBuilder:
             if quantity.value is None:
                 items.append(pick("systemic_missing", rng, name=short))
             else:
-                items.append(pick(f"systemic_items.{key}", rng, value=self.texts[name].bare(quantity.value)))
+                items.append(pick(f"systemic_items.{key}", rng, value=self.writer.number(name, quantity.value)))
         return ", ".join(items) + "."
 
     def _first_human(self, case: EyeCase, prompt: str, rng: random.Random) -> dict[str, str]:
@@ -205,7 +206,7 @@ class InstructionBuilder:
             name=text.label,
             name_cap=capitalise(text.label),
             value=self.writer.value(quantity),
-            range=text.range(quantity.low, quantity.high),
+            range=self.writer.range_text(quantity),
             status=self.phrases.pick(f"status.{quantity.status}", rng),
         )
         return question, answer

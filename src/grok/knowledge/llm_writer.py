@@ -19,6 +19,9 @@ from pathlib import Path
 from string import Template
 from typing import Any, Protocol
 
+from grok.grounding.matching import match_to_values, row_candidates
+from grok.grounding.spans import SPANS_FIELD, strip_conversation, strip_marks
+from grok.grounding.symbols import QuantityTokens
 from grok.knowledge.engine import Assessment
 from grok.knowledge.factcheck import diagnosis_problems, number_problems, numbers_in
 from grok.knowledge.instructions import EyeCase, InstructionBuilder
@@ -198,6 +201,9 @@ class LLMWriter:
         self.keep_rejected_record = cfg.get("on_reject", "fallback") == "fallback"
         self.stats: Counter[str] = Counter()
         self.model_id = str(cfg.get("model_path") or cfg.get("model"))
+        self.quantity_tokens = QuantityTokens.from_knowledge_base(self.kb)
+        texts = builder.writer.texts
+        self.quantity_names = {k: [texts[k].short, texts[k].display, texts[k].label] for k in texts}
 
     # ------------------------------------------------------------------------------------------ the hook
     def __call__(self, record: dict[str, Any], case: EyeCase) -> bool:
@@ -207,7 +213,8 @@ class LLMWriter:
         if self.mode == "paper" and record["style"] != "narrative":
             rng = random.Random(f"paper:{record['id']}")
             record["style"] = "narrative"
-            record["conversations"] = self.builder.conversation("report", case, "narrative", rng)
+            turns = self.builder.conversation("report", case, "narrative", rng)
+            record["conversations"], record[SPANS_FIELD] = strip_conversation(turns)
         deterministic = record["conversations"][1]["value"]
         messages = self.messages(case, deterministic)
         self.stats["requests"] += 1
@@ -223,7 +230,21 @@ class LLMWriter:
             return self.keep_rejected_record
         self.stats["accepted"] += 1
         record["conversations"][1]["value"] = answer
+        self._match_spans(record, case)
         return True
+
+    def _match_spans(self, record: dict[str, Any], case: EyeCase) -> None:
+        """Re-derive the answer's quantity spans: the LLM's numbers matched to the row's values within tolerance
+        (numbers that match nothing are counted in `stats['unmatched_numbers']`)."""
+        a = case.assessment
+        values = {q.name: q.value for q in a.quantities}
+        ranges = {q.name: (q.low, q.high) for q in a.quantities if q.low is not None and q.high is not None}
+        candidates = row_candidates(values, ranges, self.quantity_tokens)
+        result = match_to_values(record["conversations"][1]["value"], candidates, self.quantity_names, self.tolerance)
+        kept = [row for row in record.get(SPANS_FIELD, []) if row[0] != 1]
+        record[SPANS_FIELD] = sorted(kept + [[1, s.start, s.end, s.symbol] for s in result.spans])
+        self.stats["matched_numbers"] += len(result.spans)
+        self.stats["unmatched_numbers"] += len(result.unmatched)
 
     def ask(self, messages: list[dict[str, Any]]) -> str:
         """The cached answer for these messages, or a fresh one from the backend (then cached)."""
@@ -247,7 +268,7 @@ class LLMWriter:
         systemic = {k: v for k, v in a.systemic.items() if v is not None}
         age, sex, eye = self.builder._person(case)
         text = self.prompt.substitute(
-            age=age,
+            age=strip_marks(age)[0],
             sex=sex,
             eye=eye,
             systemic_json=json.dumps(systemic, ensure_ascii=False),

@@ -113,6 +113,15 @@ class BiomarkerText:
         """The number alone, without unit."""
         return f"{number:.{self.decimals}f}"
 
+    def shown(self, number: float, low: float | None = None, high: float | None = None) -> str:
+        """The number as a report writes it: `bare`, with one more decimal when rounding would hide that it lies
+        outside its range [low, high] (e.g. 86.4 above an upper limit of 86 is written '86.4', not '86')."""
+        bound = high if high is not None and number > high else low if low is not None and number < low else None
+        text = f"{number:.{self.decimals}f}"
+        if bound is not None and text == f"{bound:.{self.decimals}f}":
+            return f"{number:.{self.decimals + 1}f}"
+        return text
+
     def range(self, low: float | None, high: float | None) -> str:
         """'220–310 µm' (or '0' for a range of zero width); memoised, ranges repeat across rows."""
         key = (low, high)

@@ -6,6 +6,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from grok.grounding.spans import mark
+from grok.grounding.symbols import symbol_of
 from grok.knowledge.base import Condition, KnowledgeBase
 from grok.knowledge.engine import Assessment, Diagnosis, Finding, Quantity
 from grok.knowledge.phrasing import Phrasebook, biomarker_texts, capitalise, join_items, load_phrasebook
@@ -87,25 +89,39 @@ class ReportWriter:
         keep = self.core | cited | {q.name for q in extra}
         return [q for q in assessment.quantities if q.name in keep]
 
+    # Every number is written through `number`, `value`, `range_text` or `threshold`, which mark it with its quantity
+    # symbol (grok.grounding.spans): stage one records where each value stands in the text.
+    def number(self, name: str, value: float, low: float | None = None, high: float | None = None) -> str:
+        """The marked bare number of quantity `name` ('342'), as `BiomarkerText.shown` writes it."""
+        return mark(symbol_of("value", name), self.texts[name].shown(value, low, high))
+
     def value(self, quantity: Quantity) -> str:
         """The quantity's value with its unit ('342 µm'); one more decimal when rounding would hide that it lies
         outside its range (e.g. 86.4 µm above an upper limit of 86 µm)."""
+        return self.number(quantity.name, quantity.value, quantity.low, quantity.high) + self.texts[quantity.name].unit
+
+    def range_text(self, quantity: Quantity) -> str:
+        """The quantity's reference range for this person, '215–300 µm' (a single bound when low equals high)."""
         text = self.texts[quantity.name]
-        shown = text.value(quantity.value)
-        bound = quantity.high if quantity.status == "high" else quantity.low if quantity.status == "low" else None
-        if bound is not None and text.bare(quantity.value) == text.bare(bound):
-            return f"{quantity.value:.{text.decimals + 1}f}{text.unit}"
-        return shown
+        if quantity.low is None or quantity.high is None:
+            return text.range(quantity.low, quantity.high)
+        high = mark(symbol_of("high", quantity.name), text.bare(quantity.high))
+        if quantity.low == quantity.high:
+            return f"{high}{text.unit}"
+        return f"{mark(symbol_of('low', quantity.name), text.bare(quantity.low))}–{high}{text.unit}"
 
     def threshold(self, finding_id: str, quantity: Quantity) -> tuple[str, str]:
         """(comparison kind, threshold text) of the rule condition that `quantity` triggered for this finding."""
         condition = self.conditions[(finding_id, quantity.name)]
+        text = self.texts[quantity.name]
         if condition.uses_reference:
             kind, number = ("high", quantity.high) if condition.upward else ("low", quantity.low)
+            symbol = symbol_of(kind, quantity.name)
         else:
             number = condition.threshold
             kind = {"above": "high", "below": "low"}.get(condition.operator, condition.operator)
-        return kind, self.texts[quantity.name].value(number)
+            symbol = symbol_of("threshold", quantity.name, finding_id)
+        return kind, mark(symbol, text.bare(number)) + text.unit
 
     def evidence_items(
         self, finding: Finding, by_name: dict[str, Quantity], rng: random.Random, key: str = "evidence_item"
@@ -137,7 +153,7 @@ class ReportWriter:
             for q in self.listed_quantities(assessment):
                 text = texts[q.name]
                 value = None if q.value is None else self.value(q)
-                rows.append((text.label, value, text.range(q.low, q.high), q.status))
+                rows.append((text.label, value, self.range_text(q), q.status))
             memo = self._remember(assessment, rows)
         return memo[1]
 
@@ -297,7 +313,7 @@ class ReportWriter:
         items = []
         sbp, dbp = by_name.get("sbp_mmhg"), by_name.get("dbp_mmhg")
         if sbp and dbp and sbp.value is not None and dbp.value is not None:
-            items.append(f"a blood pressure of {self.texts['sbp_mmhg'].bare(sbp.value)}/{self.value(dbp)}")
+            items.append(f"a blood pressure of {self.number('sbp_mmhg', sbp.value)}/{self.value(dbp)}")
         hba1c = by_name.get("hba1c_mmol_mol")
         if hba1c and hba1c.value is not None:
             items.append(f"an HbA1c of {self.value(hba1c)}")
