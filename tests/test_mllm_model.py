@@ -52,7 +52,7 @@ def test_supervised_loss_equals_full_logits_cross_entropy_in_any_chunking(config
     model = module.model.eval()
     batch = _train_batch(cfg, module)
     with torch.no_grad():
-        spliced = model.prepare_inputs(batch)
+        spliced = model.prepare_inputs(batch).spliced
         logits = model.causal_lm(
             inputs_embeds=spliced.inputs_embeds,
             attention_mask=spliced.attention_mask,

@@ -133,7 +133,7 @@ def run_hf(instructions: Path, steps: int, warmup: int, batch_size: int) -> dict
             self.inner = grok_model
 
         def forward(self, **batch):
-            spliced = self.inner.prepare_inputs(batch, padding_side="right")
+            spliced = self.inner.prepare_inputs(batch, padding_side="right").spliced
             return self.inner.causal_lm(
                 inputs_embeds=spliced.inputs_embeds,
                 attention_mask=spliced.attention_mask,
@@ -198,7 +198,7 @@ def image_seconds_per_epoch(instructions: Path, batch_size: int) -> dict:
         started = time.perf_counter()
         with torch.no_grad():
             for batch in datamodule.train_dataloader():
-                model.visual_tokens(batch)
+                model.fused_tokens(batch)
         return time.perf_counter() - started
 
     without_cache = epoch()

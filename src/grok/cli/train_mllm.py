@@ -14,10 +14,15 @@ log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig) -> float | None:
     """Train with the shared Lightning runner, export to `export.dir`, return the monitored metric."""
+    from omegaconf import open_dict
+
+    from grok.grounding.config import pin_knowledge_base
     from grok.mllm.export import export_mllm
     from grok.utils.train import train
 
     started = time.perf_counter()
+    with open_dict(cfg):
+        pin_knowledge_base(cfg.get("grounding"), cfg.paths.instructions_dir)
     if cfg.get("num_threads"):
         import torch
 

@@ -131,5 +131,9 @@ def read_stated_quantities(text: str, vocabulary: object, tokens: QuantityTokens
     ordered = [spans[start] for start in sorted(spans)]
     covered = {span.start for span in ordered}
     unmatched = [m.group(0) for m in NUMBER.finditer(text) if m.start() not in covered]
-    sex = next((code for code, pattern in SEX_WORDS.items() if re.search(pattern, text, re.IGNORECASE)), None)
-    return StatedQuantities(ordered, values, sex, unmatched)
+    return StatedQuantities(ordered, values, stated_sex(text), unmatched)
+
+
+def stated_sex(text: str) -> str | None:
+    """'F' or 'M' when the text says (woman, male, sex: F, ...), else None."""
+    return next((code for code, pattern in SEX_WORDS.items() if re.search(pattern, text, re.IGNORECASE)), None)

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from grok.grounding.config import GroundingSettings
+from grok.grounding.conversation import ConversationGrounding
+from grok.grounding.model import QuantityGrounding
+from grok.grounding.symbols import QuantityTokens
+from grok.grounding.values import QuantityStatistics
 from grok.mllm.adaptation import adapt_language_model
 from grok.mllm.chat import DEFAULT_SYSTEM_PROMPT, render_conversation
 from grok.mllm.language_model import build_language_model
@@ -20,12 +26,15 @@ from grok.mllm.vocab_trim import VocabularyMap, build_vocabulary_map
 log = logging.getLogger(__name__)
 
 
-def _corpus_texts(files: Sequence[str | Path], system_prompt: str | None) -> Iterable[str]:
+def _corpus_texts(
+    files: Sequence[str | Path], system_prompt: str | None, grounding: ConversationGrounding | None
+) -> Iterable[str]:
     from grok.mllm.datamodule import read_instructions
 
     for file in files:
         for record in read_instructions(file):
-            yield render_conversation(record["conversations"], system_prompt)
+            turns = grounding.grounded_turns(record) if grounding is not None else record["conversations"]
+            yield render_conversation(turns, system_prompt)
 
 
 def build_vocabulary(
@@ -34,16 +43,18 @@ def build_vocabulary(
     corpus: Sequence[str] = (),
     map_file: str | None = None,
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    grounding: ConversationGrounding | None = None,
 ) -> VocabularyMap | None:
     """The trimmed vocabulary: read from `map_file` (an export's vocab_map.json) or built from the `corpus` JSONL
-    files; None when `trim` is off."""
+    files (their numbers as quantity tokens with `grounding`, every quantity token kept); None when `trim` is off."""
     if not trim:
         return None
     if map_file:
         return VocabularyMap.load(map_file)
     if not corpus:
         raise ValueError("model.vocabulary.trim=true needs model.vocabulary.corpus (instruction JSONL files)")
-    vocabulary = build_vocabulary_map(tokenizer, _corpus_texts(corpus, system_prompt))
+    extra = grounding.tokens.tokens if grounding is not None else ()
+    vocabulary = build_vocabulary_map(tokenizer, _corpus_texts(corpus, system_prompt, grounding), extra_tokens=extra)
     log.info("trimmed vocabulary: %d of %d token ids", vocabulary.size, len(tokenizer))
     return vocabulary
 
@@ -68,6 +79,7 @@ def build_grok_mllm(
     loss_chunk_size: int | None = None,
     gradient_checkpointing: bool = False,
     init_seed: int | None = 0,
+    grounding: GroundingParts | None = None,
 ) -> GrokMLLM:
     """A GrokMLLM: language model (`llm` node) tuned as the `adaptation` node says (LoRA, QLoRA, full or frozen),
     encoders and `fusion(oct_dim, cfp_dim, llm_dim, oct_tokens, cfp_tokens)` (token counts None for a missing modality).
@@ -111,6 +123,9 @@ def build_grok_mllm(
         ),
     )
     ids = placeholder_ids(tokenizer)
+    quantity_grounding = None
+    if grounding is not None:
+        quantity_grounding = seeded(init_seed, lambda: grounding.module(tokenizer, vocabulary, llm_dim, tuple(built)))
     return GrokMLLM(
         language_model,
         built,
@@ -119,7 +134,48 @@ def build_grok_mllm(
         vocabulary=vocabulary,
         freeze_encoders=freeze_encoders,
         loss_chunk_size=loss_chunk_size,
+        grounding=quantity_grounding,
     )
+
+
+@dataclass
+class GroundingParts:
+    """What a grounded GrokMLLM is built from: the settings, the knowledge base's quantity tokens, the statistics."""
+
+    settings: GroundingSettings
+    conversation: ConversationGrounding
+    statistics: QuantityStatistics
+
+    @property
+    def tokens(self) -> QuantityTokens:
+        """The quantity tokens."""
+        return self.conversation.tokens
+
+    def module(
+        self, tokenizer: Any, vocabulary: VocabularyMap | None, llm_dim: int, modalities: tuple[str, ...]
+    ) -> QuantityGrounding:
+        """The QuantityGrounding module (token rows follow the trimmed vocabulary when there is one)."""
+        ids = tokenizer.convert_tokens_to_ids(self.tokens.tokens)
+        unknown = [t for t, i in zip(self.tokens.tokens, ids, strict=True) if i is None or i == tokenizer.unk_token_id]
+        if unknown:
+            raise ValueError(
+                f"the tokenizer lacks {len(unknown)} quantity token(s) (e.g. {unknown[0]}): build it with "
+                "extra_tokens=grok.grounding.config.token_strings(grounding) (conf/mllm.yaml `tokenizer`)"
+            )
+        rows = torch.tensor(ids, dtype=torch.long)
+        rows = vocabulary.to_compact(rows) if vocabulary is not None else rows
+        settings = self.settings
+        return QuantityGrounding(
+            self.tokens,
+            self.statistics,
+            rows,
+            llm_dim,
+            modalities=modalities,
+            value_hidden_dim=settings.value_hidden_dim,
+            readout_hidden_dim=settings.readout_hidden_dim,
+            readout_loss_weight=settings.readout_loss_weight,
+            preamble=settings.preamble,
+        )
 
 
 def frozen_checksum(model: nn.Module) -> float:

@@ -6,11 +6,14 @@ import random
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 
 from grok.mllm.chat import IGNORE_INDEX
 from grok.mllm.model import MODALITIES
+
+QUANTITY_FIELDS = ("quantity_values", "quantity_stated", "quantity_low", "quantity_high")
 
 
 class InstructCollator:
@@ -56,6 +59,9 @@ class InstructCollator:
                 owners = [index for index, item in enumerate(items) for _ in item.get(key, [])]
                 batch[key] = torch.stack(tensors) if tensors else None
                 batch[f"{modality}_sample_index"] = torch.tensor(owners, dtype=torch.long)
+        for key in QUANTITY_FIELDS:  # grounding's value tables: [B, K]
+            if key in items[0]:
+                batch[key] = torch.as_tensor(np.stack([item[key] for item in items]))
         for key in ("reference", "labels_names"):
             if any(key in item for item in items):
                 batch[key] = [item.get(key) for item in items]

@@ -14,6 +14,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from grok.data.io import read_cfp, read_oct
 from grok.data.transforms import build_transform
+from grok.grounding.config import GroundingSettings, knowledge_base_of, quantity_tokens_of
+from grok.grounding.conversation import ConversationGrounding
 from grok.mllm.chat import DEFAULT_SYSTEM_PROMPT, encode_conversation
 from grok.mllm.collator import InstructCollator, LengthGroupedSampler
 from grok.mllm.model import MODALITIES
@@ -62,6 +64,10 @@ class InstructionDataset(Dataset):
 
     With `generation=True` each record becomes a prompt: the turns before the first assistant turn plus the
     assistant header; the first assistant turn is kept as `reference`.
+
+    With `grounding`, every stated number is a quantity token and each item carries the record's value table: every
+    value of its facts for training (teacher forcing), only what the prompt states (plus, with `input_columns="all"`,
+    its table row) for generation.
     """
 
     def __init__(
@@ -73,6 +79,8 @@ class InstructionDataset(Dataset):
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
         max_length: int | None = None,
         generation: bool = False,
+        grounding: ConversationGrounding | None = None,
+        input_columns: str | None = None,
     ) -> None:
         self.records = list(records)
         self.image_root = Path(image_root)
@@ -80,8 +88,9 @@ class InstructionDataset(Dataset):
         self.generation = generation
         self.features: dict[str, Mapping[str, torch.Tensor]] = {}
         self.encoded = []
+        self.tables = []
         for record in self.records:
-            turns = record["conversations"]
+            turns = grounding.grounded_turns(record) if grounding is not None else record["conversations"]
             if generation:
                 first_answer = next((i for i, t in enumerate(turns) if t.get("from") in ("gpt", "assistant")), None)
                 turns = turns[:first_answer] if first_answer is not None else turns
@@ -95,6 +104,9 @@ class InstructionDataset(Dataset):
             )
             self.encoded.append(encoded)
             self._check_placeholders(record, turns)
+            if grounding is not None:
+                table = grounding.input_table(record, input_columns) if generation else grounding.training_table(record)
+                self.tables.append(table.as_item())
 
     @staticmethod
     def _check_placeholders(record: Mapping[str, Any], turns: Sequence[Mapping[str, str]]) -> None:
@@ -125,6 +137,8 @@ class InstructionDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         record, encoded = self.records[index], self.encoded[index]
         item: dict[str, Any] = {"id": record.get("id"), "input_ids": encoded.input_ids}
+        if self.tables:
+            item.update(self.tables[index])
         if self.generation:
             turns = record["conversations"]
             item["reference"] = next((t.get("value") for t in turns if t.get("from") in ("gpt", "assistant")), None)
@@ -137,6 +151,15 @@ class InstructionDataset(Dataset):
             else:
                 item[f"{modality}_pixels"] = [self.load_image(modality, path) for path in paths]
         return item
+
+
+def conversation_grounding(grounding: Mapping[str, Any] | None) -> ConversationGrounding | None:
+    """The ConversationGrounding of a `grounding` config node (None for grounding=none)."""
+    settings = GroundingSettings.from_config(grounding)
+    if settings is None:
+        return None
+    kb = knowledge_base_of(settings)
+    return ConversationGrounding(quantity_tokens_of(settings, kb), kb, tolerance=settings.match_tolerance)
 
 
 class InstructDataModule(L.LightningDataModule):
@@ -159,6 +182,7 @@ class InstructDataModule(L.LightningDataModule):
         max_records: Mapping[str, int] | None = None,
         image_root: str | None = None,
         seed: int = 0,
+        grounding: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.instructions_dir = Path(instructions_dir)
@@ -176,6 +200,7 @@ class InstructDataModule(L.LightningDataModule):
         self.max_records = dict(max_records or {})
         self.explicit_image_root = image_root
         self.seed = seed
+        self.grounding = conversation_grounding(grounding)
         self.datasets: dict[str, InstructionDataset] = {}
 
     @property
@@ -227,6 +252,7 @@ class InstructDataModule(L.LightningDataModule):
             system_prompt=self.system_prompt,
             max_length=self.max_length,
             generation=generation,
+            grounding=self.grounding,
         )
 
     def setup(self, stage: str | None = None) -> None:

@@ -9,6 +9,9 @@ Layout of the export folder:
   fusion.safetensors       projector/fusion weights (keys of `GrokMLLM.fusion`)
   trainable.safetensors    every trainable parameter + the vocabulary map (what grok-infer loads)
   vocab_map.json           kept real Qwen2 ids (trimmed vocabulary only)
+  quantity_tokens.json     grounding only: the quantity tokens (in tokenizer order)
+  quantity_statistics.json grounding only: per-quantity training mean/std (standardises values)
+  knowledge_base.yaml      grounding only: the knowledge base the model was trained under (ranges, rendering)
   mllm_config.yaml         the resolved training config (model, data, generation) to rebuild the model
   merged/                  optional: base + LoRA merged into one transformers model folder
 """
@@ -26,12 +29,14 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 
+from grok.grounding.symbols import QuantityTokens
 from grok.mllm.build import frozen_checksum
 from grok.mllm.module import InstructModule
 
 log = logging.getLogger(__name__)
 CONFIG_FILE = "mllm_config.yaml"
 LAYOUT_FOLDERS = ("adapter", "base_model", "language_model", "merged")
+GROUNDING_FILES = ("quantity_tokens.json", "quantity_statistics.json", "knowledge_base.yaml")
 
 
 def export_mllm(module: InstructModule, directory: str | Path, cfg: DictConfig, merge: bool = False) -> Path:
@@ -61,6 +66,13 @@ def export_mllm(module: InstructModule, directory: str | Path, cfg: DictConfig, 
     )
     if model.vocabulary is not None:
         model.vocabulary.save(directory / "vocab_map.json")
+    parts = module.grounding_parts
+    for stale in GROUNDING_FILES:
+        (directory / stale).unlink(missing_ok=True)
+    if parts is not None:
+        parts.tokens.save(directory / "quantity_tokens.json")
+        parts.statistics.save(directory / "quantity_statistics.json", parts.tokens)
+        shutil.copyfile(parts.conversation.kb.path, directory / "knowledge_base.yaml")
     saved = {key: _resolved(cfg, key) for key in ("model", "data", "generation", "system_prompt") if key in cfg}
     OmegaConf.save(OmegaConf.create(saved), directory / CONFIG_FILE)
     if merge and hasattr(model.language_model, "merge_and_unload"):
@@ -88,6 +100,12 @@ def load_exported_mllm(
     cfg = OmegaConf.load(config_file)
     if (directory / "vocab_map.json").is_file():
         cfg.model.vocabulary = {"trim": True, "map_file": str(directory / "vocab_map.json")}
+    if (directory / "knowledge_base.yaml").is_file():  # grounding: the export's own KB and statistics
+        kb = {"version": None, "path": str(directory / "knowledge_base.yaml")}
+        for node in (cfg.model.grounding, cfg.model.tokenizer.extra_tokens.grounding, cfg.data.get("grounding")):
+            if node is not None:
+                node.knowledge_base = kb
+        cfg.model.grounding_statistics = str(directory / "quantity_statistics.json")
     for key, value in (overrides or {}).items():
         OmegaConf.update(cfg, key, value, merge=True)
     module: InstructModule = hydra.utils.instantiate(cfg.model)
@@ -107,5 +125,11 @@ def load_exported_mllm(
             f"{directory}: frozen weights rebuilt from {config_file} (checksum {actual:.6g}) differ from training "
             f"({expected:.6g}); check llm.pretrained_path, the encoder exports and model.init_seed"
         )
+    if module.grounding_parts is not None and (directory / "quantity_tokens.json").is_file():
+        saved = QuantityTokens.load(directory / "quantity_tokens.json")
+        if saved != module.grounding_parts.tokens:
+            raise RuntimeError(
+                f"{directory}: the quantity tokens rebuilt from knowledge_base.yaml differ from those saved"
+            )
     module.eval()
     return module, cfg

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from grok.grounding.render import QuotedQuantity, ReportRenderer
 from grok.mllm.collator import InstructCollator
 from grok.mllm.datamodule import InstructionDataset
 from grok.mllm.model import GrokMLLM
@@ -32,16 +34,52 @@ def generation_options(settings: Mapping[str, Any]) -> dict[str, Any]:
     return options
 
 
+@dataclass
+class GeneratedReport:
+    """One generated reply and, with grounding, the quantities it quotes."""
+
+    text: str
+    grounding: list[QuotedQuantity] | None = None
+
+
+def digit_token_ids(tokenizer: Any) -> list[int]:
+    """Ids of every ordinary token that spells a digit (what a grounded report may never emit)."""
+    special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_encoder.values())
+    return sorted(i for t, i in tokenizer.get_vocab().items() if i not in special and any(c.isdigit() for c in t))
+
+
 @torch.no_grad()
-def generate_batch(model: GrokMLLM, tokenizer: Any, batch: Mapping[str, Any], **options: Any) -> list[str]:
-    """Decoded assistant replies for one collated (left-padded) batch."""
-    generated = model.generate(
+def generate_batch(
+    model: GrokMLLM,
+    tokenizer: Any,
+    batch: Mapping[str, Any],
+    renderer: ReportRenderer | None = None,
+    source: str | None = "auto",
+    forbid_digits: bool = False,
+    **options: Any,
+) -> list[GeneratedReport]:
+    """Replies for one collated (left-padded) batch; with grounding (`renderer` required) values come from `source`
+    and quantity tokens are written from them; `forbid_digits` suppresses every digit token."""
+    if model.grounding is not None and renderer is None:
+        raise ValueError("a grounded model writes quantity tokens: generate_batch needs its ReportRenderer")
+    output = model.generate(
         batch,
         eos_token_id=tokenizer.convert_tokens_to_ids(IM_END),
         pad_token_id=tokenizer.convert_tokens_to_ids(ENDOFTEXT),
+        source=source,
+        suppress_token_ids=digit_token_ids(tokenizer) if forbid_digits else None,
         **options,
     )
-    return [text.strip() for text in tokenizer.batch_decode(generated, skip_special_tokens=True)]
+    if output.quantities is None:
+        texts = tokenizer.batch_decode(output.ids, skip_special_tokens=True)
+        return [GeneratedReport(text.strip()) for text in texts]
+    q = output.quantities
+    reports = []
+    for sample, ids in enumerate(output.ids.tolist()):
+        arrays = [t[sample].tolist() for t in (q.values, q.source, q.low, q.high, q.estimates)]
+        text, quoted = renderer.render(ids, *arrays)
+        reports.append(GeneratedReport(text, quoted))
+    return reports
 
 
 def generate_reports(
@@ -52,8 +90,11 @@ def generate_reports(
     settings: Mapping[str, Any] | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    renderer: ReportRenderer | None = None,
+    source: str | None = "auto",
+    forbid_digits: bool = False,
 ) -> Iterator[dict[str, Any]]:
-    """Yield `{"id", "prediction", "reference"}` for every prompt of a generation dataset, in batches.
+    """Yield `{"id", "prediction", "reference", "grounding"}` for every prompt of a generation dataset, in batches.
 
     Prompts are sorted by length so each batch pads little; results come back in the dataset's order per batch.
     """
@@ -68,20 +109,28 @@ def generate_reports(
     model.eval().to(device)
     for batch in tqdm(loader, desc="generating reports", disable=not progress):
         batch = {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
-        texts = generate_batch(model, tokenizer, batch, **options)
-        for record_id, text, reference in zip(
-            batch["ids"], texts, batch.get("reference", [None] * len(texts)), strict=True
+        reports = generate_batch(model, tokenizer, batch, renderer, source, forbid_digits, **options)
+        for record_id, report, reference in zip(
+            batch["ids"], reports, batch.get("reference", [None] * len(reports)), strict=True
         ):
-            yield {"id": record_id, "prediction": text, "reference": reference}
+            grounding = None if report.grounding is None else [q.as_dict() for q in report.grounding]
+            yield {"id": record_id, "prediction": report.text, "reference": reference, "grounding": grounding}
 
 
 def write_predictions(
-    rows: Sequence[Mapping[str, Any]] | Iterator[Mapping[str, Any]], path: str | Path, model_name: str
+    rows: Sequence[Mapping[str, Any]] | Iterator[Mapping[str, Any]],
+    path: str | Path,
+    model_name: str,
+    source: str | None = None,
 ) -> Path:
-    """Write predictions JSONL in the benchmark's format (contract 6): id, prediction, model."""
+    """Write predictions JSONL in the benchmark's format (contract 6): id, prediction, model, and where the rows have
+    it, `grounding` ({"source": the grounding source, "quantities": every quoted number})."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as handle:
         for row in rows:
-            handle.write(json.dumps({"id": row["id"], "prediction": row["prediction"], "model": model_name}) + "\n")
+            record = {"id": row["id"], "prediction": row["prediction"], "model": model_name}
+            if row.get("grounding") is not None:
+                record["grounding"] = {"source": source, "quantities": row["grounding"]}
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     return path

