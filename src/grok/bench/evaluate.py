@@ -18,7 +18,7 @@ from grok.bench.report import write_outputs
 from grok.bench.rubric import DeterministicRubric
 from grok.bench.runner import GOUBenchmark, ModelScores, headline
 from grok.bench.vocabulary import build_vocabulary
-from grok.knowledge.base import load_knowledge_base
+from grok.knowledge.parser import load_knowledge_base
 from grok.schema.schema import load_schema
 
 log = logging.getLogger(__name__)

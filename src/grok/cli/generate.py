@@ -7,9 +7,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from grok.knowledge.base import load_knowledge_base
 from grok.knowledge.generate import GenerationPlan, RecordFactory, RunSummary, format_summary, generate
 from grok.knowledge.instructions import InstructionBuilder
+from grok.knowledge.parser import load_knowledge_base
 from grok.knowledge.phrasing import load_phrasebook
 from grok.knowledge.writer import ReportWriter
 from grok.utils.config import hydra_entry

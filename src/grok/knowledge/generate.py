@@ -21,8 +21,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from grok.data.splits import split_of
-from grok.knowledge.base import KnowledgeBase, missing_value
-from grok.knowledge.engine import evaluate_row
+from grok.knowledge.base import KnowledgeBase
+from grok.knowledge.engine import evaluate_row, missing_value
 from grok.knowledge.instructions import STYLES, TASKS, EyeCase, InstructionBuilder, facts_json
 from grok.knowledge.phrasing import PhraseRng
 from grok.knowledge.writer import conclude
