@@ -78,5 +78,10 @@ def test_the_graph_sees_module_and_function_level_imports() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
+def test_every_package_folder_is_a_regular_package() -> None:
+    folders = {path.parent for path in PACKAGE_ROOT.rglob("*.py") if "__pycache__" not in path.parts}
+    assert sorted(str(f.relative_to(PACKAGE_ROOT)) for f in folders if not (f / "__init__.py").is_file()) == []
+
+
 def test_no_import_cycle_in_the_package() -> None:
     assert cycles(import_graph()) == []

@@ -57,6 +57,8 @@ def run_generate(cfg: DictConfig) -> RunSummary:
         limit=cfg.limit,
         rewrite=rewrite,
         rewrite_stats=(lambda: dict(rewrite.stats)) if rewrite is not None else None,
+        validate_table=bool(cfg.validate_table),
+        check_images=bool(cfg.check_images),
     )
     log.info("instructions written to %s\n%s", cfg.output_dir, format_summary(summary))
     return summary

@@ -21,6 +21,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from grok.data.splits import split_of
+from grok.data.table import read_table
 from grok.knowledge.base import KnowledgeBase
 from grok.knowledge.engine import evaluate_row, missing_value
 from grok.knowledge.instructions import STYLES, TASKS, EyeCase, InstructionBuilder, facts_json
@@ -69,18 +70,6 @@ class GenerationPlan:
         test_mix = dict(self.mix.get("test", {}))
         if "test" in self.fractions and test_mix.get("report", 0) != 1:
             raise ValueError("mix.test.report must be 1: the benchmark needs exactly one report record per test eye")
-
-
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a biomarker table (parquet or csv) and check it has the identifier columns."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"biomarker table not found: {path} (run grok-synth, or set input_table=...)")
-    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
-    if missing:
-        raise ValueError(f"{path}: missing required column(s) {missing}")
-    return table
 
 
 def eye_ids(table: pd.DataFrame) -> list[str]:
@@ -191,12 +180,20 @@ def generate(
     limit: int | None = None,
     rewrite: AnswerRewriter | None = None,
     rewrite_stats: Callable[[], Mapping[str, int]] | None = None,
+    validate_table: bool = True,
+    check_images: bool = True,
 ) -> RunSummary:
-    """Write `<split>.jsonl` and `manifest.json` under `output_dir`, resuming an interrupted run when possible."""
+    """Write `<split>.jsonl` and `manifest.json` under `output_dir`, resuming an interrupted run when possible.
+
+    The table is read (and, unless `validate_table` is false, checked against the schema) before anything is written.
+    """
     table_path = Path(table_path).resolve()
+    table = read_table(table_path, validate_table, check_images, schema=factory.kb.schema, key="input_table")
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"{table_path}: missing required column(s) {missing}")
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    table = read_table(table_path)
     if limit is not None:
         table = table.iloc[: int(limit)]
     plan = factory.plan
