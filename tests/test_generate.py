@@ -144,3 +144,38 @@ def test_a_bad_table_stops_before_anything_is_written(make_config, table_path, t
     with pytest.raises(TableValidationError, match=r"image file .* does not exist"):
         _run(make_config, bad, tmp_path / "other")
     assert not (tmp_path / "other").exists()
+
+
+def test_the_manifest_records_the_knowledge_base(make_config, table_path, tmp_path):
+    from grok.knowledge.manifest import file_sha256, manifest_knowledge_base_version
+
+    _run(make_config, table_path, tmp_path / "shipped")
+    manifest = json.loads((tmp_path / "shipped" / "manifest.json").read_text())
+    assert manifest["knowledge_base"] == {
+        "name": "grok-kb-v1",
+        "version": "v1",
+        "path": None,
+        "sha256": file_sha256(KB.path),
+    }
+    assert manifest_knowledge_base_version(tmp_path / "shipped") == "v1"
+    own = tmp_path / "my_kb.yaml"
+    own.write_bytes(Path(KB.path).read_bytes())
+    _run(make_config, table_path, tmp_path / "own", f"knowledge_base.path={own}")
+    record = json.loads((tmp_path / "own" / "manifest.json").read_text())["knowledge_base"]
+    assert (record["version"], record["path"]) == (None, str(own.resolve()))
+    assert manifest_knowledge_base_version(tmp_path / "own") is None
+
+
+def test_report_record_for_row_is_the_record_stage_one_writes(make_config, table_path, tmp_path):
+    from grok.knowledge.generate import report_record_for_row
+
+    _run(make_config, table_path, tmp_path / "out")
+    written = _records(tmp_path / "out")["test"]
+    for expected in written[:3]:
+        record, image_root = report_record_for_row(table_path, expected["eye_id"], KB)
+        assert record == expected
+        assert image_root == table_path.parent.resolve()
+    with pytest.raises(ValueError, match="no row with eye id 'S999999_R'"):
+        report_record_for_row(table_path, "S999999_R", KB)
+    with pytest.raises(ValueError, match="give an eye id"):
+        report_record_for_row(table_path, None, KB)

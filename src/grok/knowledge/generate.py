@@ -25,8 +25,9 @@ from grok.data.table import read_table
 from grok.knowledge.base import KnowledgeBase
 from grok.knowledge.engine import evaluate_row, missing_value
 from grok.knowledge.instructions import STYLES, TASKS, EyeCase, InstructionBuilder, facts_json
+from grok.knowledge.manifest import knowledge_base_record
 from grok.knowledge.phrasing import PhraseRng
-from grok.knowledge.writer import conclude
+from grok.knowledge.writer import ReportWriter, conclude
 from grok.schema.schema import parse_labels
 
 FORMAT = "grok-instructions/1"
@@ -141,6 +142,29 @@ class RecordFactory:
         return case, lines
 
 
+def report_record_for_row(
+    table_path: str | Path,
+    eye_id: str | None,
+    kb: KnowledgeBase,
+    builder: InstructionBuilder | None = None,
+    seed: int = 0,
+    validate_table: bool = True,
+    check_images: bool = True,
+) -> tuple[dict[str, Any], Path]:
+    """Stage one's `report` record for one row of a table, as `grok-generate` (same `seed`) writes it for a test eye
+    (prompt, answer and facts), and the folder its image paths are relative to. `eye_id` is '<subject_id>_<eye>'."""
+    if not eye_id:
+        raise ValueError(f"{table_path}: which row? give an eye id ('<subject_id>_<eye>', e.g. S000123_R)")
+    table = read_table(table_path, validate_table, check_images, schema=kb.schema)
+    ids = eye_ids(table)
+    if eye_id not in ids:
+        raise ValueError(f"{table_path}: no row with eye id {eye_id!r}; ids look like {ids[:3]}")
+    plan = GenerationPlan(seed=seed, fractions={"test": 1.0}, mix={"test": {"report": 1}})
+    factory = RecordFactory(kb, builder or InstructionBuilder(ReportWriter(kb)), plan)
+    _, lines = factory.records(table.iloc[ids.index(eye_id)].to_dict(), eye_id, "test")
+    return json.loads(lines[0]), Path(table_path).resolve().parent
+
+
 # ---------------------------------------------------------------------------------------------------- the run
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
@@ -240,6 +264,7 @@ def generate(
         "image_root": str(table_path.parent),
         "table": str(table_path),
         "files": {split: f"{split}.jsonl" for split in splits},
+        "knowledge_base": knowledge_base_record(factory.kb),
         "config": dict(run_config),
         "summary": summary.__dict__,
     }
