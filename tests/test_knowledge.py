@@ -183,3 +183,13 @@ def test_reference_override_changes_the_range_and_systemic_rule_conditions(tmp_p
 def test_unknown_version_is_an_error():
     with pytest.raises(KnowledgeBaseError, match="shipped versions"):
         load_knowledge_base("v99")
+
+
+def test_versions_sort_by_number_so_latest_is_the_highest(tmp_path, monkeypatch):
+    import grok.knowledge.parser as parser
+
+    for name in ("v1", "v2", "v10"):
+        (tmp_path / f"{name}.yaml").write_text("version: 1\n", encoding="utf-8")
+    monkeypatch.setattr(parser, "_shipped_folder", lambda: tmp_path)
+    assert parser.available_versions() == ["v1", "v2", "v10"]
+    assert parser.shipped_version(tmp_path / "v10.yaml") == "v10" and parser.shipped_version(KB.path) is None
