@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # The torch/torchvision pair is pinned in the same pip command as everything else (see README: Installation).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install java test test-all lint format data-synth validate data train-align train-mllm infer eval demo clean
+.PHONY: install java test lint format data-synth validate data train-align train-mllm infer eval demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,9 +30,6 @@ java:
 	  else echo "warning: no Java found; METEOR will be reported as unavailable" >&2; fi; }
 
 test: install
-	$(BIN)/python -m pytest -m "not slow" -q
-
-test-all: install
 	$(BIN)/python -m pytest -q
 
 lint: install

@@ -48,6 +48,21 @@ def test_subject_level_split_and_training_only_statistics(make_config: Callable,
     assert batch["targets"].shape[1] == len(cfg.data.probe_targets) and clean.shape == batch["numeric"].shape
 
 
+def test_a_bad_table_stops_the_run_before_training(make_config: Callable, syntheye_dir: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from grok.schema.validate import TableValidationError
+
+    table = pd.read_parquet(syntheye_dir / "biomarkers.parquet")
+    table.loc[3, "rnfl_avg_um"] = 2000.0
+    bad = tmp_path / "bad.csv"
+    table.to_csv(bad, index=False)
+    cfg = make_config("align", _overrides(syntheye_dir, f"data.table_path={bad}", f"data.image_root={syntheye_dir}"))
+    with pytest.raises(TableValidationError, match=r"row 5, column 'rnfl_avg_um': \[out_of_range\] value 2000"):
+        run_align(cfg)
+    assert not list(tmp_path.rglob("*.ckpt")) and not Path(cfg.export.dir).exists()
+
+
 def test_fast_dev_run_through_the_composed_config(make_config: Callable, syntheye_dir: Path) -> None:
     cfg = make_config(
         "align",

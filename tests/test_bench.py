@@ -18,7 +18,7 @@ from grok.bench.report_quality import MeteorScorer, meteor_available, report_qua
 from grok.bench.rubric import DeterministicRubric, RubricSettings
 from grok.bench.text import AnalysedText, tokens_for_overlap_metrics
 from grok.bench.vocabulary import build_vocabulary
-from grok.knowledge.base import load_knowledge_base
+from grok.knowledge.parser import load_knowledge_base
 from grok.schema.schema import load_schema
 from helpers import FakeEndpoint
 

@@ -1,4 +1,4 @@
-"""grok-generate: splits, record format, determinism, resume, summary."""
+"""grok-generate: splits, record format, determinism, resume, summary, the table checked before anything is written."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from grok.cli.generate import run_generate
 from grok.knowledge import load_knowledge_base
 from grok.knowledge.generate import RecordFactory
+from grok.schema.validate import TableValidationError
 from knowledge_rows import make_table
 
 KB = load_knowledge_base()
@@ -20,7 +22,11 @@ SPLITS = ("train", "val", "test")
 @pytest.fixture(scope="module")
 def table_path(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("table")
-    make_table(KB, n_subjects=40, seed=1).to_parquet(folder / "biomarkers.parquet")
+    table = make_table(KB, n_subjects=40, seed=1)
+    table.to_parquet(folder / "biomarkers.parquet")
+    for relative in (*table["oct_path"], *table["cfp_path"]):  # the check on read wants every image file present
+        (folder / relative).parent.mkdir(exist_ok=True)
+        (folder / relative).touch()
     return folder / "biomarkers.parquet"
 
 
@@ -129,3 +135,58 @@ def test_generates_from_syntheye(make_config, syntheye_dir, tmp_path):
     first = records["test"][0] if records["test"] else records["train"][0]
     assert (syntheye_dir / first["images"]["oct"]).exists()
     assert summary.agreement["exact_match"] >= 0.8
+
+
+def test_a_bad_table_stops_before_anything_is_written(make_config, table_path, tmp_path):
+    _run(make_config, table_path, tmp_path / "out")
+    before = _bytes(tmp_path / "out")
+    bad = tmp_path / "bad" / "biomarkers.csv"
+    bad.parent.mkdir()
+    frame = pd.read_parquet(table_path)
+    frame.loc[5, "macula_central_um"] = float("inf")
+    frame.loc[7, "subject_id"] = None
+    frame.to_csv(bad, index=False)
+    with pytest.raises(TableValidationError) as error:
+        _run(make_config, bad, tmp_path / "out", "check_images=false")
+    message = str(error.value)
+    assert f"{bad}, row 7, column 'macula_central_um': [non_finite] value inf is not finite" in message
+    assert f"{bad}, row 9, column 'subject_id': [missing_value]" in message
+    assert _bytes(tmp_path / "out") == before  # the earlier run's files are untouched, no partial or state file
+    with pytest.raises(TableValidationError, match=r"image file .* does not exist"):
+        _run(make_config, bad, tmp_path / "other")
+    assert not (tmp_path / "other").exists()
+
+
+def test_the_manifest_records_the_knowledge_base(make_config, table_path, tmp_path):
+    from grok.knowledge.manifest import file_sha256, manifest_knowledge_base_version
+
+    _run(make_config, table_path, tmp_path / "shipped")
+    manifest = json.loads((tmp_path / "shipped" / "manifest.json").read_text())
+    assert manifest["knowledge_base"] == {
+        "name": "grok-kb-v1",
+        "version": "v1",
+        "path": None,
+        "sha256": file_sha256(KB.path),
+    }
+    assert manifest_knowledge_base_version(tmp_path / "shipped") == "v1"
+    own = tmp_path / "my_kb.yaml"
+    own.write_bytes(Path(KB.path).read_bytes())
+    _run(make_config, table_path, tmp_path / "own", f"knowledge_base.path={own}")
+    record = json.loads((tmp_path / "own" / "manifest.json").read_text())["knowledge_base"]
+    assert (record["version"], record["path"]) == (None, str(own.resolve()))
+    assert manifest_knowledge_base_version(tmp_path / "own") is None
+
+
+def test_report_record_for_row_is_the_record_stage_one_writes(make_config, table_path, tmp_path):
+    from grok.knowledge.generate import report_record_for_row
+
+    _run(make_config, table_path, tmp_path / "out")
+    written = _records(tmp_path / "out")["test"]
+    for expected in written[:3]:
+        record, image_root = report_record_for_row(table_path, expected["eye_id"], KB)
+        assert record == expected
+        assert image_root == table_path.parent.resolve()
+    with pytest.raises(ValueError, match="no row with eye id 'S999999_R'"):
+        report_record_for_row(table_path, "S999999_R", KB)
+    with pytest.raises(ValueError, match="give an eye id"):
+        report_record_for_row(table_path, None, KB)

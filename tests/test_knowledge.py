@@ -11,6 +11,7 @@ import yaml
 
 from grok.knowledge import KnowledgeBaseError, evaluate_row, load_knowledge_base
 from grok.knowledge.base import Condition
+from grok.knowledge.engine import diagnoses_from_findings
 from knowledge_rows import normal_row
 
 KB = load_knowledge_base()
@@ -122,15 +123,15 @@ def test_a_more_specific_finding_supersedes_a_general_one():
     assert evaluate_row(row, KB).labels == ["Glaucoma"]  # the second glaucoma rule
     row["cup_disc_ratio"] = 0.75
     assert {f.id for f in evaluate_row(row, KB).findings} == {"suspicious_optic_disc_cupping", "inner_retinal_thinning"}
-    assert KB.diagnoses_from_findings(["enlarged_cup_disc_ratio", "suspicious_optic_disc_cupping"]) == ["Glaucoma"]
+    assert diagnoses_from_findings(KB, ["enlarged_cup_disc_ratio", "suspicious_optic_disc_cupping"]) == ["Glaucoma"]
 
 
 def test_diagnoses_from_findings_uses_systemic_values_and_supersedes():
-    assert KB.diagnoses_from_findings([]) == ["Normal"]
-    assert KB.diagnoses_from_findings(["drusen_rpe_changes"]) == ["AMD"]
-    assert KB.diagnoses_from_findings([], {"hba1c_mmol_mol": 55.0}) == ["Diabetes"]
-    assert KB.diagnoses_from_findings(["microvascular_lesions"], {"hba1c_mmol_mol": 55.0}) == ["DiabeticRetinopathy"]
-    assert KB.diagnoses_from_findings(["reduced_vascular_complexity"], {"sbp_mmhg": 150.0}) == ["Hypertension"]
+    assert diagnoses_from_findings(KB, []) == ["Normal"]
+    assert diagnoses_from_findings(KB, ["drusen_rpe_changes"]) == ["AMD"]
+    assert diagnoses_from_findings(KB, [], {"hba1c_mmol_mol": 55.0}) == ["Diabetes"]
+    assert diagnoses_from_findings(KB, ["microvascular_lesions"], {"hba1c_mmol_mol": 55.0}) == ["DiabeticRetinopathy"]
+    assert diagnoses_from_findings(KB, ["reduced_vascular_complexity"], {"sbp_mmhg": 150.0}) == ["Hypertension"]
 
 
 def _write_kb(tmp_path: Path, mutate) -> Path:
@@ -175,10 +176,20 @@ def test_reference_override_changes_the_range_and_systemic_rule_conditions(tmp_p
     row["macula_central_um"] = 350.0
     assert evaluate_row(row, kb).findings == ()
     assert kb.reference_range("macula_central_um", 50, "F") == (200.0, 400.0)
-    assert kb.diagnoses_from_findings(["drusen_rpe_changes"], {"age_years": 45}) == ["Normal"]
-    assert kb.diagnoses_from_findings(["drusen_rpe_changes"], {"age_years": 55}) == ["AMD"]
+    assert diagnoses_from_findings(kb, ["drusen_rpe_changes"], {"age_years": 45}) == ["Normal"]
+    assert diagnoses_from_findings(kb, ["drusen_rpe_changes"], {"age_years": 55}) == ["AMD"]
 
 
 def test_unknown_version_is_an_error():
     with pytest.raises(KnowledgeBaseError, match="shipped versions"):
         load_knowledge_base("v99")
+
+
+def test_versions_sort_by_number_so_latest_is_the_highest(tmp_path, monkeypatch):
+    import grok.knowledge.parser as parser
+
+    for name in ("v1", "v2", "v10"):
+        (tmp_path / f"{name}.yaml").write_text("version: 1\n", encoding="utf-8")
+    monkeypatch.setattr(parser, "_shipped_folder", lambda: tmp_path)
+    assert parser.available_versions() == ["v1", "v2", "v10"]
+    assert parser.shipped_version(tmp_path / "v10.yaml") == "v10" and parser.shipped_version(KB.path) is None

@@ -9,6 +9,7 @@ import pytest
 
 from grok.grounding.spans import strip_conversation, strip_marks
 from grok.knowledge import evaluate_row, load_knowledge_base
+from grok.knowledge.engine import diagnoses_from_findings
 from grok.knowledge.factcheck import numbers_in, stated_labels
 from grok.knowledge.instructions import TASKS, EyeCase, InstructionBuilder
 from grok.knowledge.writer import ReportWriter, conclude
@@ -96,7 +97,7 @@ def test_conclusion_never_states_a_diagnosis_without_a_supporting_finding():
     for index, (row, labels) in enumerate(_rows(400)):
         case = _case(row, labels)
         findings = case.assessment.finding_ids
-        derivable = set(KB.diagnoses_from_findings(findings, case.assessment.systemic))
+        derivable = set(diagnoses_from_findings(KB, findings, case.assessment.systemic))
         for diagnosis in case.conclusion.diagnoses:
             assert diagnosis.label == SCHEMA.normal_label or diagnosis.findings, (index, diagnosis)
         rng = random.Random(index)

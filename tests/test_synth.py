@@ -52,7 +52,7 @@ def test_missing_values_only_where_nullable_and_rare(table: pd.DataFrame) -> Non
 
 
 def test_table_validates_under_the_schema_validator(syntheye_dir: Path) -> None:
-    from grok.schema.validate import validate_table
+    from grok.data.table import validate_table
 
     report = validate_table(syntheye_dir / "biomarkers.parquet")
     assert report.ok, report.summary()

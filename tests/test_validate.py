@@ -1,4 +1,5 @@
-"""The table validator reports each kind of bad input with its file, row and column."""
+"""The table reader and validator: formats, ids as text, and each kind of bad input reported with its file, row,
+column and value."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from grok.data.table import TableReadError, read_table, validate_table
 from grok.schema import load_schema
-from grok.schema.validate import TableValidationError, require_valid, validate_table
+from grok.schema.validate import TableValidationError
 
 
 def _valid_table(folder: Path, rows: int = 4) -> pd.DataFrame:
@@ -105,7 +107,7 @@ def test_missing_values_are_allowed_where_nullable_and_stay_missing(tmp_path: Pa
     report = _problems(frame, tmp_path)
     assert [(p.kind, p.column, p.row) for p in report.problems] == [("missing_value", "age_years", 3)]
     frame.loc[1, "age_years"] = 60.0
-    loaded = require_valid(tmp_path / "table.csv") if _problems(frame, tmp_path).ok else None
+    loaded = read_table(tmp_path / "table.csv") if _problems(frame, tmp_path).ok else None
     assert loaded is not None and np.isnan(loaded.loc[0, "rnfl_avg_um"])
 
 
@@ -117,10 +119,83 @@ def test_bad_label_and_category(tmp_path: Path) -> None:
     assert kinds == {("bad_label", "labels"), ("bad_category", "eye")}
 
 
-def test_require_valid_raises_with_every_problem(tmp_path: Path) -> None:
+def test_read_table_raises_with_every_problem(tmp_path: Path) -> None:
     frame = _valid_table(tmp_path).assign(foo=1)
     frame.loc[0, "sbp_mmhg"] = 999
     _problems(frame, tmp_path)
     with pytest.raises(TableValidationError) as error:
-        require_valid(tmp_path / "table.csv")
+        read_table(tmp_path / "table.csv")
     assert error.value.report.kinds() == {"unknown_column", "out_of_range"}
+    assert "row 2, column 'sbp_mmhg'" in str(error.value) and "999" in str(error.value)
+    assert read_table(tmp_path / "table.csv", validate=False)["foo"].tolist() == [1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf])
+def test_non_finite_values_are_errors(tmp_path: Path, value: float) -> None:
+    frame = _valid_table(tmp_path)
+    frame.loc[1, "rnfl_avg_um"] = value
+    frame.loc[2, "hba1c_mmol_mol"] = value
+    report = _problems(frame, tmp_path, "table.parquet")
+    assert [(p.kind, p.column, p.row) for p in report.problems] == [
+        ("non_finite", "rnfl_avg_um", 2),
+        ("non_finite", "hba1c_mmol_mol", 3),
+    ]
+    assert f"value {value:g} is not finite" in report.problems[0].message
+
+
+def test_a_table_without_rows_is_an_error(tmp_path: Path) -> None:
+    report = _problems(_valid_table(tmp_path).iloc[:0], tmp_path)
+    assert [(p.kind, p.row) for p in report.problems] == [("empty_table", None)]
+
+
+def test_a_visit_that_is_not_a_number_is_an_error(tmp_path: Path) -> None:
+    frame = _valid_table(tmp_path).astype({"visit": object})
+    frame.loc[3, "visit"] = "baseline"
+    report = _problems(frame, tmp_path)
+    assert [(p.kind, p.column, p.row) for p in report.problems] == [("bad_dtype", "visit", 5)]
+
+
+@pytest.mark.parametrize("name", ["table.tsv", "TABLE.CSV", "table.Parquet"])
+def test_formats_by_extension_any_case(tmp_path: Path, name: str) -> None:
+    frame = _valid_table(tmp_path)
+    path = tmp_path / name
+    if name.lower().endswith(".parquet"):
+        frame.to_parquet(path)
+    else:
+        frame.to_csv(path, index=False, sep="\t" if name.endswith(".tsv") else ",")
+    assert validate_table(path).ok
+    pd.testing.assert_frame_equal(read_table(path), frame, check_dtype=False)
+
+
+def test_subject_ids_stay_text(tmp_path: Path) -> None:
+    frame = _valid_table(tmp_path)
+    frame["subject_id"] = ["000123", "000123", "0456", "0456"]
+    frame.to_csv(tmp_path / "table.csv", index=False)
+    assert read_table(tmp_path / "table.csv")["subject_id"].tolist() == ["000123", "000123", "0456", "0456"]
+    frame["subject_id"] = [123, 123, 456, 456]
+    frame.to_parquet(tmp_path / "table.parquet")
+    assert read_table(tmp_path / "table.parquet")["subject_id"].tolist() == ["123", "123", "456", "456"]
+
+
+def test_unreadable_files_are_named(tmp_path: Path) -> None:
+    (tmp_path / "empty.csv").write_bytes(b"")
+    (tmp_path / "table.parquet").write_text("subject_id,eye\nS1,R\n")
+    (tmp_path / "table.xlsx").write_bytes(b"x")
+    for name, message in (("empty.csv", "as csv"), ("table.parquet", "as parquet"), ("table.xlsx", "unsupported")):
+        with pytest.raises(TableReadError, match=message) as error:
+            read_table(tmp_path / name)
+        assert str(tmp_path / name) in str(error.value)
+    with pytest.raises(FileNotFoundError, match=r"set input_table"):
+        read_table(tmp_path / "nothing.csv", key="input_table")
+
+
+def test_a_schema_alias_is_renamed_on_read(tmp_path: Path) -> None:
+    import yaml
+
+    raw = yaml.safe_load((Path(load_schema().source_files[0])).read_text(encoding="utf-8"))
+    raw["biomarkers"]["rnfl_avg_um"]["aliases"] = ["mrnfl_um"]
+    (tmp_path / "biomarkers.yaml").write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    schema = load_schema(biomarkers_path=str(tmp_path / "biomarkers.yaml"))
+    _valid_table(tmp_path).rename(columns={"rnfl_avg_um": "mrnfl_um"}).to_csv(tmp_path / "table.csv", index=False)
+    table = read_table(tmp_path / "table.csv", schema=schema)
+    assert "rnfl_avg_um" in table.columns and "mrnfl_um" not in table.columns

@@ -24,7 +24,7 @@ from grok.bench.report_quality import EmbeddingSimilarity, report_quality
 from grok.bench.rubric import DeterministicRubric, RubricSettings
 from grok.bench.runner import GOUBenchmark
 from grok.bench.vocabulary import build_vocabulary
-from grok.knowledge.base import load_knowledge_base
+from grok.knowledge.parser import load_knowledge_base
 from grok.schema.schema import load_schema
 
 FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "bench" / "reports.yaml"

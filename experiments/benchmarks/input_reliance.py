@@ -6,7 +6,7 @@ For each record of the split, the mean next-token loss of its reference answer i
 images and prompt, with another eye's images (a fixed derangement), and with another eye's prompt (demographics and
 systemic values). A model that reads its inputs loses more when they are swapped; equal losses mean the answers are
 written from the training prior alone (what the tiny CPU default did before `llm.config.initializer_range` and
-`fusion.input_norm` were set; see docs/mllm.md). Prints the three losses and the gaps.
+`fusion.input_norm` were set; see experiments/mllm/README.md). Prints the three losses and the gaps.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ from sklearn.preprocessing import StandardScaler
 from grok.bench.diagnosis import parse_diagnosis
 from grok.bench.text import AnalysedText, Vocabulary
 from grok.bench.vocabulary import build_vocabulary
-from grok.knowledge.base import load_knowledge_base
+from grok.knowledge.parser import load_knowledge_base
 from grok.mllm.collator import InstructCollator
 from grok.mllm.generate import generate_batch
 from grok.mllm.module import InstructModule

@@ -18,19 +18,12 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from grok.align.augment import OCTSpeckle
 from grok.data.io import read_oct
 from grok.data.splits import DEFAULT_FRACTIONS, split_of
+from grok.data.table import read_table
 from grok.data.transforms import build_transform
 from grok.models.tabular import TabularPreprocessor, resolve_features, scarf_corrupt
 from grok.schema import load_schema, parse_labels
 
 log = logging.getLogger(__name__)
-
-
-def read_table(path: str | Path) -> pd.DataFrame:
-    """A biomarker table from Parquet or CSV."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"biomarker table not found: {path} (set data.table_path; run grok-synth for SynthEye)")
-    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
 
 
 class PairedOCTTableDataset(Dataset):
@@ -99,8 +92,10 @@ class ScarfCollate:
 class AlignDataModule(L.LightningDataModule):
     """Train/val/test pairs of the biomarker table (subject-level split) plus a probe view of the training split.
 
-    Standardisation statistics come from the training split only. Training items get OCT augmentation and SCARF
-    corruption of the biomarker row at `corruption_rate`; the probe loader serves the training split un-augmented.
+    The table is checked against the schema on read (`validate_table`, `check_images`): a bad table stops `setup`,
+    before any training, with the validator's report. Standardisation statistics come from the training split only.
+    Training items get OCT augmentation and SCARF corruption of the biomarker row at `corruption_rate`; the probe
+    loader serves the training split un-augmented.
     """
 
     def __init__(
@@ -122,9 +117,12 @@ class AlignDataModule(L.LightningDataModule):
         split_seed: int = 0,
         split_fractions: Mapping[str, float] | None = None,
         cache_images: bool = False,
+        validate_table: bool = True,
+        check_images: bool = True,
     ) -> None:
         super().__init__()
         self.table_path = Path(table_path)
+        self.validate_table, self.check_images = validate_table, check_images
         self.image_root = Path(image_root) if image_root else self.table_path.parent
         self.image_column = image_column
         self.features = resolve_features(features or {"modalities": ["oct"]})
@@ -149,7 +147,9 @@ class AlignDataModule(L.LightningDataModule):
         """Read the table, assign subject-level splits, fit standardisation on train, build the datasets."""
         if self.datasets:
             return
-        table = read_table(self.table_path)
+        table = read_table(
+            self.table_path, self.validate_table, self.check_images, self.image_root, key="data.table_path"
+        )
         for column in ("subject_id", self.image_column, *self.probe_targets):
             if column not in table.columns:
                 raise KeyError(f"{self.table_path}: column '{column}' is required by the align data config")

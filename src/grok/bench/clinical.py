@@ -12,7 +12,7 @@ from grok.bench.references import Reference
 from grok.bench.text import AnalysedText, QuotedValue, Vocabulary
 from grok.bench.vocabulary import findings_by_direction
 from grok.knowledge.base import KnowledgeBase
-from grok.knowledge.engine import evaluate_row
+from grok.knowledge.engine import diagnoses_from_findings, evaluate_row
 from grok.schema.units import convert
 
 QUOTE_STATUSES = ("correct", "near", "off", "unit_mismatch", "contradicts", "hallucinated")
@@ -182,7 +182,7 @@ class ClinicalScorer:
         result.predicted_labels, result.diagnosis_source = list(parse.labels), parse.source
         own = stated | from_values  # what the report commits to: stated findings and those its own numbers imply
         result.own_findings = sorted(own)
-        result.derived_labels = self.kb.diagnoses_from_findings(own, systemic)
+        result.derived_labels = diagnoses_from_findings(self.kb, own, systemic)
         result.unsupported_labels = [label for label in parse.labels if label not in result.derived_labels]
         result.consistent = parse.parsed and set(parse.labels) == set(result.derived_labels)
         result.correct = parse.parsed and set(parse.labels) == set(reference.labels)

@@ -18,7 +18,7 @@ from grok.bench.report import write_outputs
 from grok.bench.rubric import DeterministicRubric
 from grok.bench.runner import GOUBenchmark, ModelScores, headline
 from grok.bench.vocabulary import build_vocabulary
-from grok.knowledge.base import load_knowledge_base
+from grok.knowledge.manifest import resolve_knowledge_base
 from grok.schema.schema import load_schema
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,9 @@ def prediction_files(cfg: DictConfig) -> list[Path]:
 def build_benchmark(cfg: DictConfig, references) -> GOUBenchmark:
     """The benchmark object a config describes."""
     schema = load_schema()
-    kb = load_knowledge_base(cfg.knowledge_base.version, cfg.knowledge_base.path, schema)
+    kb = resolve_knowledge_base(
+        cfg.knowledge_base.version, cfg.knowledge_base.path, Path(cfg.reference_path).parent, schema
+    )
     vocabulary = build_vocabulary(schema, kb)
     settings = instantiate(cfg.rubric, _convert_="all")
     return GOUBenchmark(

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from grok.knowledge.base import load_knowledge_base
 from grok.knowledge.generate import GenerationPlan, RecordFactory, RunSummary, format_summary, generate
 from grok.knowledge.instructions import InstructionBuilder
+from grok.knowledge.parser import load_knowledge_base
 from grok.knowledge.phrasing import load_phrasebook
 from grok.knowledge.writer import ReportWriter
 from grok.utils.config import hydra_entry
@@ -57,6 +57,8 @@ def run_generate(cfg: DictConfig) -> RunSummary:
         limit=cfg.limit,
         rewrite=rewrite,
         rewrite_stats=(lambda: dict(rewrite.stats)) if rewrite is not None else None,
+        validate_table=bool(cfg.validate_table),
+        check_images=bool(cfg.check_images),
     )
     log.info("instructions written to %s\n%s", cfg.output_dir, format_summary(summary))
     return summary

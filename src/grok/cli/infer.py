@@ -85,7 +85,7 @@ def _image_root(cfg: DictConfig, data: DictConfig) -> Path:
 
 def row_record(table_path: str | Path, eye_id: str | None, knowledge_base: str | None = None) -> tuple[dict, Path]:
     """The `report` prompt record stage one writes for one table row (answer removed), and its image root."""
-    from grok.knowledge.base import load_knowledge_base
+    from grok.knowledge import load_knowledge_base
     from grok.knowledge.generate import GenerationPlan, RecordFactory, eye_ids, read_table
     from grok.knowledge.instructions import InstructionBuilder
     from grok.knowledge.writer import ReportWriter

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from grok.schema.validate import validate_table
+from grok.data.table import validate_table
 from grok.utils.config import hydra_entry
 
 

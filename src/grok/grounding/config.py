@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from grok.grounding.symbols import QuantityTokens
-from grok.knowledge.base import KnowledgeBase, load_knowledge_base
+from grok.knowledge.base import KnowledgeBase
+from grok.knowledge.manifest import resolve_knowledge_base
+from grok.knowledge.parser import load_knowledge_base, shipped_version
 
 
 @dataclass(frozen=True)
@@ -57,30 +58,14 @@ def token_strings(grounding: Mapping[str, Any] | None) -> list[str]:
     return [] if settings is None else quantity_tokens_of(settings).tokens
 
 
-def manifest_knowledge_base(instructions_dir: str | Path) -> dict[str, Any] | None:
-    """The {version, path} (load_knowledge_base's arguments) of the knowledge base stage one wrote
-    `instructions_dir` with, read from its manifest; None without a manifest."""
-    manifest = Path(instructions_dir) / "manifest.json"
-    if not manifest.is_file():
-        return None
-    config = json.loads(manifest.read_text(encoding="utf-8")).get("config") or {}
-    spec = config.get("knowledge_base")
-    if not isinstance(spec, Mapping):
-        return None
-    if spec.get("path"):
-        return {"version": None, "path": str(spec["path"])}
-    version = spec.get("version")
-    if isinstance(version, int) or (isinstance(version, str) and version.isdigit()):
-        version = f"v{int(version)}"
-    return {"version": version, "path": None}
-
-
 def pin_knowledge_base(grounding: Any, instructions_dir: str | Path) -> None:
-    """Fill an unset `grounding.knowledge_base` (in place) with the version stage one used for `instructions_dir`,
-    so the tokens, the training and every later stage share one knowledge base."""
-    spec = grounding.get("knowledge_base") if grounding is not None else None
-    if spec is None or spec.get("version") or spec.get("path"):
+    """Fill an unset `grounding.knowledge_base` (in place) with the knowledge base stage one wrote
+    `instructions_dir` with (its manifest), so the tokens, the training and every later stage share one."""
+    spec = grounding.get("knowledge_base") if grounding is not None and grounding.get("enabled") else None
+    if spec is None:
         return
-    found = manifest_knowledge_base(instructions_dir)
-    if found:
-        spec["version"], spec["path"] = found["version"], found["path"]
+    kb = resolve_knowledge_base(
+        spec.get("version"), spec.get("path"), instructions_dir, config_key="grounding.knowledge_base"
+    )
+    version = shipped_version(kb.path)
+    spec["version"], spec["path"] = version, None if version else kb.path

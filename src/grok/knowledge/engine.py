@@ -1,13 +1,17 @@
-"""The rule engine (pure, deterministic): one row -> quantities vs reference ranges -> findings -> diagnoses."""
+"""The rule engine (pure, deterministic): one row -> quantities vs reference ranges -> findings -> diagnoses.
+
+`condition_excess`, `finding_from_values` and `diagnose` are the reference semantics of the knowledge base's rules;
+`evaluate_row` is the fast path stage one runs per eye (same results, checked by a property test).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Any, NamedTuple
 
-from grok.knowledge.base import SYSTEMIC_COLUMNS, Condition, FindingRule, KnowledgeBase, missing_value
+from grok.knowledge.base import SYSTEMIC_COLUMNS, Condition, DiagnosisRule, FindingRule, KnowledgeBase
 from grok.schema.schema import ReferenceRange
 
 ASSESSED_MODALITIES = ("oct", "cfp", "lesion", "systemic")
@@ -64,6 +68,16 @@ class Assessment:
     def labels(self) -> list[str]:
         """Diagnosed labels, in schema order."""
         return [d.label for d in self.diagnoses]
+
+
+def missing_value(value: Any) -> bool:
+    """Whether a table cell holds no measurement (None, NaN, pandas NA)."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)
+    except TypeError:  # pandas.NA refuses bool()
+        return True
 
 
 def _number(value: Any) -> float | None:
@@ -177,6 +191,14 @@ def _assessed(
     return tuple(assessed)
 
 
+@lru_cache(maxsize=16)
+def _unassessed_in_rules(kb: KnowledgeBase) -> tuple[tuple[str, ReferenceRange | None], ...]:
+    """(name, reference) of the biomarkers finding rules compare that are not assessed quantities (e.g. age)."""
+    assessed = {name for name, *_ in _assessed(kb)}
+    names = dict.fromkeys(c.biomarker for rule in kb.findings.values() for c in rule.conditions)
+    return tuple((name, kb.reference(name)) for name in names if name not in assessed)
+
+
 def evaluate_row(row: Mapping[str, Any], kb: KnowledgeBase) -> Assessment:
     """Assess one eye: quantities with status, findings with their triggering biomarkers, diagnoses with support.
 
@@ -206,6 +228,12 @@ def evaluate_row(row: Mapping[str, Any], kb: KnowledgeBase) -> Assessment:
         if value is not None:
             values[name] = value
         quantities.append(_new_quantity(Quantity, (name, value, unit, low, high, status)))
+    for name, reference in _unassessed_in_rules(kb):
+        value = _number(get(name))
+        if value is not None:
+            values[name] = value
+            if reference is not None:
+                ranges[name] = reference.for_person(age, sex)
     findings = []
     levels = kb.severity_levels
     for rule_id, require_all, conditions in _compiled_rules(kb):
@@ -239,11 +267,89 @@ def evaluate_row(row: Mapping[str, Any], kb: KnowledgeBase) -> Assessment:
             findings.append(Finding(rule_id, levels[rank], tuple(triggered)))
     if findings:
         fired = {f.id for f in findings}
-        kept = kb.drop_superseded(fired)
+        kept = drop_superseded(kb, fired)
         if len(kept) != len(fired):
             findings = [f for f in findings if f.id in kept]
     systemic = {name: values.get(name) for name in SYSTEMIC_COLUMNS}
     systemic["age_years"], systemic["sex"] = age, sex
     present = frozenset(f.id for f in findings)
-    diagnoses = tuple(Diagnosis(label, support) for label, support in kb.diagnose_present(present, systemic))
+    diagnoses = tuple(Diagnosis(label, support) for label, support in diagnose_present(kb, present, systemic))
     return Assessment(tuple(quantities), tuple(findings), diagnoses, systemic)
+
+
+# ------------------------------------------------------------------------------------------------------- diagnoses
+def supporting_findings(rule: DiagnosisRule, present: set[str] | frozenset[str]) -> tuple[str, ...] | None:
+    """The supporting findings when `rule` is met by `present`, else None (its systemic conditions not checked)."""
+    if any(f not in present for f in rule.all_of):
+        return None
+    if rule.any_of and not any(f in present for f in rule.any_of):
+        return None
+    if any(f in present for f in rule.none_of):
+        return None
+    return tuple(f for f in rule.related_findings if f in present)
+
+
+def systemic_findings(kb: KnowledgeBase, systemic: Mapping[str, Any] | None) -> set[str]:
+    """Systemic findings (e.g. raised HbA1c) that follow from the given systemic values alone."""
+    if not systemic:
+        return set()
+    age, sex = systemic.get("age_years"), systemic.get("sex")
+    return {
+        rule.id
+        for rule in kb.findings.values()
+        if rule.kind == "systemic" and finding_from_values(rule, systemic, kb, age, sex) is not None
+    }
+
+
+@lru_cache(maxsize=16)
+def _supersessions(kb: KnowledgeBase) -> tuple[tuple[str, frozenset[str]], ...]:
+    """(finding id, the ids that supersede it) for every finding that another can supersede."""
+    return tuple((f.id, frozenset(f.superseded_by)) for f in kb.findings.values() if f.superseded_by)
+
+
+def drop_superseded(kb: KnowledgeBase, finding_ids: set[str]) -> set[str]:
+    """The findings without those a more specific present finding supersedes (e.g. enlarged VCDR by cupping)."""
+    dropped = {f for f, by in _supersessions(kb) if f in finding_ids and not by.isdisjoint(finding_ids)}
+    return set(finding_ids) - dropped
+
+
+def _systemic_conditions_hold(kb: KnowledgeBase, conditions: tuple[Condition, ...], systemic: Mapping) -> bool:
+    age, sex = systemic.get("age_years"), systemic.get("sex")
+    return all(condition_excess(c, systemic.get(c.biomarker), kb, age, sex) is not None for c in conditions)
+
+
+def diagnose_present(
+    kb: KnowledgeBase, present: frozenset[str] | set[str], systemic: Mapping[str, Any] | None = None
+) -> list[tuple[str, tuple[str, ...]]]:
+    """Like `diagnose`, for a set of findings that already includes the systemic ones and none superseded."""
+    met: dict[str, tuple[str, ...]] = {}
+    for rule in kb.diagnoses:
+        supporting = supporting_findings(rule, present)
+        if supporting is None:
+            continue
+        if rule.systemic and not _systemic_conditions_hold(kb, rule.systemic, systemic or {}):
+            continue
+        met[rule.label] = tuple(dict.fromkeys((*met.get(rule.label, ()), *supporting)))
+    superseded = {
+        rule.label for rule in kb.diagnoses if rule.label in met and any(o in met for o in rule.superseded_by)
+    }
+    for label in superseded:
+        del met[label]
+    if not met:
+        return [(kb.schema.normal_label, ())]
+    return [(label, met[label]) for label in kb.schema.label_names if label in met]
+
+
+def diagnose(
+    kb: KnowledgeBase, finding_ids: Iterable[str], systemic: Mapping[str, Any] | None = None
+) -> list[tuple[str, tuple[str, ...]]]:
+    """(label, supporting findings) for every label whose rule is met; the normal label when none is."""
+    present = drop_superseded(kb, set(finding_ids) | systemic_findings(kb, systemic))
+    return diagnose_present(kb, frozenset(present), systemic)
+
+
+def diagnoses_from_findings(
+    kb: KnowledgeBase, finding_ids: Iterable[str], systemic: Mapping[str, Any] | None = None
+) -> list[str]:
+    """Labels (schema order) that the KB derives from these findings plus any systemic values given."""
+    return [label for label, _ in diagnose(kb, finding_ids, systemic)]

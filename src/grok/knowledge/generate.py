@@ -21,12 +21,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from grok.data.splits import split_of
+from grok.data.table import read_table
 from grok.grounding.spans import SPANS_FIELD, strip_conversation
-from grok.knowledge.base import KnowledgeBase, missing_value
-from grok.knowledge.engine import evaluate_row
+from grok.knowledge.base import KnowledgeBase
+from grok.knowledge.engine import evaluate_row, missing_value
 from grok.knowledge.instructions import STYLES, TASKS, EyeCase, InstructionBuilder, facts_json
+from grok.knowledge.manifest import knowledge_base_record
 from grok.knowledge.phrasing import PhraseRng
-from grok.knowledge.writer import conclude
+from grok.knowledge.writer import ReportWriter, conclude
 from grok.schema.schema import parse_labels
 
 FORMAT = "grok-instructions/1"
@@ -70,18 +72,6 @@ class GenerationPlan:
         test_mix = dict(self.mix.get("test", {}))
         if "test" in self.fractions and test_mix.get("report", 0) != 1:
             raise ValueError("mix.test.report must be 1: the benchmark needs exactly one report record per test eye")
-
-
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a biomarker table (parquet or csv) and check it has the identifier columns."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"biomarker table not found: {path} (run grok-synth, or set input_table=...)")
-    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
-    if missing:
-        raise ValueError(f"{path}: missing required column(s) {missing}")
-    return table
 
 
 def eye_ids(table: pd.DataFrame) -> list[str]:
@@ -155,6 +145,29 @@ class RecordFactory:
         return case, lines
 
 
+def report_record_for_row(
+    table_path: str | Path,
+    eye_id: str | None,
+    kb: KnowledgeBase,
+    builder: InstructionBuilder | None = None,
+    seed: int = 0,
+    validate_table: bool = True,
+    check_images: bool = True,
+) -> tuple[dict[str, Any], Path]:
+    """Stage one's `report` record for one row of a table, as `grok-generate` (same `seed`) writes it for a test eye
+    (prompt, answer and facts), and the folder its image paths are relative to. `eye_id` is '<subject_id>_<eye>'."""
+    if not eye_id:
+        raise ValueError(f"{table_path}: which row? give an eye id ('<subject_id>_<eye>', e.g. S000123_R)")
+    table = read_table(table_path, validate_table, check_images, schema=kb.schema)
+    ids = eye_ids(table)
+    if eye_id not in ids:
+        raise ValueError(f"{table_path}: no row with eye id {eye_id!r}; ids look like {ids[:3]}")
+    plan = GenerationPlan(seed=seed, fractions={"test": 1.0}, mix={"test": {"report": 1}})
+    factory = RecordFactory(kb, builder or InstructionBuilder(ReportWriter(kb)), plan)
+    _, lines = factory.records(table.iloc[ids.index(eye_id)].to_dict(), eye_id, "test")
+    return json.loads(lines[0]), Path(table_path).resolve().parent
+
+
 # ---------------------------------------------------------------------------------------------------- the run
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
@@ -194,12 +207,20 @@ def generate(
     limit: int | None = None,
     rewrite: AnswerRewriter | None = None,
     rewrite_stats: Callable[[], Mapping[str, int]] | None = None,
+    validate_table: bool = True,
+    check_images: bool = True,
 ) -> RunSummary:
-    """Write `<split>.jsonl` and `manifest.json` under `output_dir`, resuming an interrupted run when possible."""
+    """Write `<split>.jsonl` and `manifest.json` under `output_dir`, resuming an interrupted run when possible.
+
+    The table is read (and, unless `validate_table` is false, checked against the schema) before anything is written.
+    """
     table_path = Path(table_path).resolve()
+    table = read_table(table_path, validate_table, check_images, schema=factory.kb.schema, key="input_table")
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"{table_path}: missing required column(s) {missing}")
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    table = read_table(table_path)
     if limit is not None:
         table = table.iloc[: int(limit)]
     plan = factory.plan
@@ -246,6 +267,7 @@ def generate(
         "image_root": str(table_path.parent),
         "table": str(table_path),
         "files": {split: f"{split}.jsonl" for split in splits},
+        "knowledge_base": knowledge_base_record(factory.kb),
         "config": dict(run_config),
         "summary": summary.__dict__,
     }

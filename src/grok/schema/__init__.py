@@ -1,4 +1,4 @@
-"""Biomarker and disease schema (YAML shipped in the package) and table validation."""
+"""Biomarker and disease schema (YAML shipped in the package) and the validation of a table against it."""
 
 from grok.schema.schema import (
     Biomarker,

@@ -1,8 +1,12 @@
-"""Check a biomarker table (CSV or Parquet) against the schema and report every problem with file, row and column."""
+"""Check an in-memory biomarker table against the schema and report every problem with file, row and column.
+
+`grok.data.table` reads table files and runs this check on read.
+"""
 
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -66,23 +70,11 @@ class ValidationReport:
 
 
 class TableValidationError(ValueError):
-    """Raised by `require_valid` with the full report attached."""
+    """Raised by `grok.data.table.read_table` when a table has problems, with the full report attached."""
 
     def __init__(self, report: ValidationReport) -> None:
         self.report = report
         super().__init__(report.summary())
-
-
-def read_table(path: Path | str) -> pd.DataFrame:
-    """Read a biomarker table from CSV or Parquet (ids kept as strings)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"biomarker table {path} does not exist")
-    if path.suffix.lower() == ".parquet":
-        return pd.read_parquet(path)
-    if path.suffix.lower() in (".csv", ".tsv"):
-        return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype={"subject_id": str})
-    raise ValueError(f"{path}: unsupported table format '{path.suffix}'; expected .csv, .tsv or .parquet")
 
 
 def _row_number(index: int, csv: bool) -> int:
@@ -123,61 +115,70 @@ def _iter_column_problems(
     frame: pd.DataFrame, biomarker: Biomarker, column: str, file: str, csv: bool
 ) -> Iterator[Problem]:
     series = frame[column]
-    missing = series.isna()
+    missing = series.isna().to_numpy()
     if not biomarker.nullable:
-        for index in np.flatnonzero(missing.to_numpy()):
+        for index in np.flatnonzero(missing):
             yield Problem("missing_value", file, column, _row_number(index, csv), "value is required but missing")
-    present = series[~missing]
     if biomarker.dtype == "category":
         allowed = set(biomarker.categories)
-        for index, value in present.items():
-            if str(value) not in allowed:
-                position = frame.index.get_loc(index)
-                yield Problem(
-                    "bad_category",
-                    file,
-                    column,
-                    _row_number(position, csv),
-                    f"value {value!r} is not one of {sorted(allowed)}",
-                )
+        present = series[~missing]
+        for position in np.flatnonzero(~present.astype(str).isin(allowed).to_numpy()):
+            yield Problem(
+                "bad_category",
+                file,
+                column,
+                _row_number(frame.index.get_loc(present.index[position]), csv),
+                f"value {present.iloc[position]!r} is not one of {sorted(allowed)}",
+            )
         return
-    numeric = pd.to_numeric(present, errors="coerce")
-    for index in numeric.index[numeric.isna()]:
-        position = frame.index.get_loc(index)
+    values, not_number = _as_numbers(series, missing)
+    for index in np.flatnonzero(not_number):
         yield Problem(
             "bad_dtype",
             file,
             column,
-            _row_number(position, csv),
-            f"value {present[index]!r} is not a number ({biomarker.dtype} expected)",
+            _row_number(index, csv),
+            f"value {series.iloc[index]!r} is not a number ({biomarker.dtype} expected)",
         )
-    numeric = numeric.dropna()
+    numbers = ~missing & ~not_number
+    infinite = numbers & np.isinf(values)
+    for index in np.flatnonzero(infinite):
+        yield Problem("non_finite", file, column, _row_number(index, csv), f"value {values[index]:g} is not finite")
     if biomarker.valid_range is None:
         return
     low, high = biomarker.valid_range
-    outside = numeric[(numeric < low) | (numeric > high)]
-    if outside.empty:
+    finite = numbers & ~infinite
+    outside = finite & ((values < low) | (values > high))
+    if not outside.any():
         return
-    other_unit = _looks_like_other_unit(numeric, biomarker)
+    other_unit = _looks_like_other_unit(pd.Series(values[finite]), biomarker)
     if other_unit is not None:
         yield Problem(
             "wrong_unit",
             file,
             column,
             None,
-            f"values look like '{other_unit}' (e.g. {outside.iloc[0]:g}) but the schema declares "
+            f"values look like '{other_unit}' (e.g. {values[outside][0]:g}) but the schema declares "
             f"'{biomarker.unit}' (valid range {low:g}-{high:g} {biomarker.unit})",
         )
         return
-    for index, value in outside.items():
-        position = frame.index.get_loc(index)
+    for index in np.flatnonzero(outside):
         yield Problem(
             "out_of_range",
             file,
             column,
-            _row_number(position, csv),
-            f"value {value:g} outside the valid range [{low:g}, {high:g}] {biomarker.unit or ''}".rstrip(),
+            _row_number(index, csv),
+            f"value {values[index]:g} outside the valid range [{low:g}, {high:g}] {biomarker.unit or ''}".rstrip(),
         )
+
+
+def _as_numbers(series: pd.Series, missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The column as floats (NaN where missing or not a number) and the mask of present cells that are not numbers."""
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        return series.to_numpy(dtype=float, na_value=np.nan), np.zeros(len(series), dtype=bool)
+    numeric = pd.to_numeric(series, errors="coerce")
+    values = numeric.to_numpy(dtype=float, na_value=np.nan)
+    return values, ~missing & np.isnan(values)
 
 
 def validate_frame(
@@ -192,6 +193,8 @@ def validate_frame(
     report = ValidationReport(file=file, rows=len(frame))
     problems = report.problems
     frame = frame.reset_index(drop=True)
+    if frame.empty:
+        problems.append(Problem("empty_table", file, None, None, "the table has no rows"))
     known = set(schema.biomarkers) | set(schema.identifiers) | set(schema.image_columns) | {schema.label_column}
     renamed = {alias: b.name for b in schema.biomarkers.values() for alias in b.aliases}
 
@@ -233,6 +236,13 @@ def validate_frame(
         if not spec.get("nullable", True):
             for position in np.flatnonzero(frame[name].isna().to_numpy()):
                 problems.append(Problem("missing_value", file, name, _row_number(position, csv), "value is required"))
+        if spec.get("dtype") == "int":
+            values, not_number = _as_numbers(frame[name], frame[name].isna().to_numpy())
+            for position in np.flatnonzero(not_number | np.isinf(values)):
+                value = frame[name].iloc[position]
+                problems.append(
+                    Problem("bad_dtype", file, name, _row_number(position, csv), f"value {value!r} is not an integer")
+                )
 
     for name, biomarker in schema.biomarkers.items():
         if name not in frame.columns:
@@ -263,10 +273,11 @@ def validate_frame(
         for column in schema.image_columns:
             if column not in frame.columns:
                 continue
+            root = str(image_root)
             for position, value in enumerate(frame[column]):
                 if value is None or (isinstance(value, float) and math.isnan(value)):
                     continue
-                if not (image_root / str(value)).exists():
+                if not os.path.exists(os.path.join(root, str(value))):
                     problems.append(
                         Problem(
                             "missing_image",
@@ -277,24 +288,3 @@ def validate_frame(
                         )
                     )
     return report
-
-
-def validate_table(path: Path | str, schema: Schema | None = None, check_images: bool = True) -> ValidationReport:
-    """Validate a CSV/Parquet table file; image paths are checked relative to the table's folder."""
-    path = Path(path)
-    frame = read_table(path)
-    return validate_frame(
-        frame,
-        file=str(path),
-        schema=schema,
-        image_root=path.parent if check_images else None,
-        csv=path.suffix.lower() in (".csv", ".tsv"),
-    )
-
-
-def require_valid(path: Path | str, schema: Schema | None = None, check_images: bool = True) -> pd.DataFrame:
-    """Read a table and raise `TableValidationError` listing every problem unless it is valid."""
-    report = validate_table(path, schema, check_images)
-    if not report.ok:
-        raise TableValidationError(report)
-    return read_table(path)

@@ -1,0 +1,1 @@
+"""Stage two: CLIP-style alignment of an OCT encoder with the biomarker table (datamodule, losses, module, export)."""
