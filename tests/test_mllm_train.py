@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-from grok.cli.infer import row_record
 from grok.cli.infer import run as infer
 from grok.cli.train_mllm import run as train_mllm
 from grok.utils.train import train
@@ -121,8 +120,11 @@ def test_row_record_is_the_stage_one_prompt_of_that_row(syntheye_dir) -> None:
 
     table = pd.read_parquet(syntheye_dir / "biomarkers.parquet")
     row = table[(table["subject_id"] == "S000003") & (table["eye"] == "L")].iloc[0]
-    record, image_root = row_record(syntheye_dir / "biomarkers.parquet", "S000003_L")
-    (human,) = record["conversations"]
+    from grok.knowledge import load_knowledge_base
+    from grok.knowledge.generate import report_record_for_row
+
+    record, image_root = report_record_for_row(syntheye_dir / "biomarkers.parquet", "S000003_L", load_knowledge_base())
+    human = record["conversations"][0]
     assert human["from"] == "human" and human["value"].startswith("<oct>\n<cfp>\n")
     assert f"{row['sbp_mmhg']:.0f}/{row['dbp_mmhg']:.0f} mmHg" in human["value"]
     assert all((image_root / path).is_file() for path in record["images"].values())

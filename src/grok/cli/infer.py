@@ -2,114 +2,162 @@
 
 A single case is either images plus a prompt of your own, or one row of a biomarker table (`row.table`,
 `row.eye_id`): the row becomes the prompt stage one writes for it (demographics and systemic measures; the image
-quantities are left for the model to read), with the row's OCT and CFP images.
+quantities are left for the model to read, unless `grounding.input_columns=all` supplies the row's own values).
+`mode=rules` writes the pipeline baseline instead (read-out estimates through the knowledge engine, no LM);
+`images_from=other_eye` gives each eye another eye's images (the benchmark's input-reliance check).
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import random
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from grok.utils.config import hydra_entry
 
 log = logging.getLogger(__name__)
+MODES = ("lm", "rules")
+IMAGES_FROM = ("own", "other_eye")
 
 
 def run(cfg: DictConfig) -> Path | str:
     """Write the split's predictions JSONL (returns its path), or print and return a single-case report."""
     import torch
 
-    from grok.mllm.datamodule import InstructionDataset, read_instructions
+    from grok.mllm.datamodule import InstructionDataset, conversation_grounding, image_transforms
     from grok.mllm.export import load_exported_mllm
-    from grok.mllm.generate import generate_reports, write_predictions
 
+    if cfg.mode not in MODES or cfg.images_from not in IMAGES_FROM:
+        raise ValueError(f"mode={cfg.mode!r} / images_from={cfg.images_from!r}: expected {MODES} / {IMAGES_FROM}")
     torch.manual_seed(cfg.seed)
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     started = time.perf_counter()
     module, train_cfg = load_exported_mllm(cfg.model_dir)
-    overrides = {key: value for key, value in OmegaConf.to_container(cfg.generation).items() if value is not None}
-    settings = {**OmegaConf.to_container(train_cfg.get("generation") or {}), **overrides}
     data = train_cfg.data
-    from_row = bool(cfg.row.get("table"))
-    single = from_row or any(cfg.images.get(m) for m in ("oct", "cfp")) or cfg.prompt
-    if from_row:
-        record, image_root = row_record(cfg.row.table, cfg.row.eye_id, cfg.row.knowledge_base)
-        records = [record]
-    elif single:
-        records = [_single_record(cfg)]
-        image_root = Path(".")
-    else:
-        records = read_instructions(Path(cfg.instructions_dir) / f"{cfg.split}.jsonl")
-        records = [r for r in records if not cfg.tasks or r.get("task") in cfg.tasks]
-        records = records[: cfg.max_records] if cfg.max_records else records
-        image_root = _image_root(cfg, data)
-    from grok.mllm.datamodule import InstructDataModule
-
-    transforms = InstructDataModule(
-        instructions_dir=cfg.instructions_dir, tokenizer=module.tokenizer, image_transforms=data.image_transforms
-    ).transforms(train=False)
+    records, image_root = _records(cfg, module, data)
+    if cfg.images_from == "other_eye":
+        records = with_other_eyes_images(records, cfg.seed)
+    grounding_cfg = train_cfg.model.get("grounding")
+    source = cfg.grounding.source or (grounding_cfg or {}).get("source")
     dataset = InstructionDataset(
         records,
         module.tokenizer,
         image_root,
-        transforms,
+        image_transforms(data.image_transforms),
         system_prompt=train_cfg.get("system_prompt"),
         max_length=data.max_length,
         generation=True,
+        grounding=conversation_grounding(grounding_cfg),
+        input_columns=cfg.grounding.input_columns,
     )
-    rows = list(
-        generate_reports(module.model, module.tokenizer, dataset, cfg.batch_size, settings, cfg.device, cfg.progress)
-    )
+    rows = list(_reports(cfg, module, train_cfg, dataset, source))
     log.info("generated %d report(s) in %.1f s", len(rows), time.perf_counter() - started)
-    if single:
+    if _single(cfg):
         print(rows[0]["prediction"])
         return rows[0]["prediction"]
-    path = write_predictions(rows, cfg.output, cfg.model_name)
+    from grok.mllm.generate import write_predictions
+
+    folder = cfg.other_eye_dir if cfg.images_from == "other_eye" else cfg.predictions_dir
+    output = cfg.output or Path(folder) / f"{cfg.model_name}_{cfg.split}.jsonl"
+    path = write_predictions(rows, output, cfg.model_name, source=source if module.model.grounding else None)
     log.info("predictions written to %s", path)
     return path
 
 
-def _image_root(cfg: DictConfig, data: DictConfig) -> Path:
-    if data.get("image_root"):
-        return Path(data.image_root)
-    manifest = Path(cfg.instructions_dir) / "manifest.json"
-    if not manifest.is_file():
-        raise FileNotFoundError(f"{manifest} not found; run `make data` first or set instructions_dir")
-    return Path(json.loads(manifest.read_text(encoding="utf-8"))["image_root"])
+def _single(cfg: DictConfig) -> bool:
+    return bool(cfg.row.get("table") or any(cfg.images.get(m) for m in ("oct", "cfp")) or _prompt(cfg))
 
 
-def row_record(table_path: str | Path, eye_id: str | None, knowledge_base: str | None = None) -> tuple[dict, Path]:
-    """The `report` prompt record stage one writes for one table row (answer removed), and its image root."""
-    from grok.knowledge import load_knowledge_base
-    from grok.knowledge.generate import GenerationPlan, RecordFactory, eye_ids, read_table
-    from grok.knowledge.instructions import InstructionBuilder
-    from grok.knowledge.writer import ReportWriter
+def _records(cfg: DictConfig, module: Any, data: DictConfig) -> tuple[list[dict], Path]:
+    """The prompt records and the folder their images are relative to."""
+    from grok.knowledge.generate import report_record_for_row
+    from grok.mllm.datamodule import image_root_of, read_instructions
 
-    if not eye_id:
-        raise ValueError(f"row.table={table_path} needs row.eye_id ('<subject_id>_<eye>', e.g. S000123_R)")
-    table = read_table(table_path)
-    ids = eye_ids(table)
-    if eye_id not in ids:
-        raise ValueError(f"{table_path}: no row with eye id {eye_id!r} (row.eye_id); ids look like {ids[:3]}")
-    kb = load_knowledge_base(knowledge_base)
-    plan = GenerationPlan(fractions={"test": 1.0}, mix={"test": {"report": 1}})
-    factory = RecordFactory(kb, InstructionBuilder(ReportWriter(kb)), plan)
-    _, lines = factory.records(table.iloc[ids.index(eye_id)].to_dict(), eye_id, "test")
-    record = json.loads(lines[0])
-    record["conversations"] = record["conversations"][:1]
-    return record, Path(table_path).resolve().parent
+    if cfg.row.get("table"):
+        if not cfg.row.get("eye_id"):
+            raise ValueError(f"row.table={cfg.row.table} needs row.eye_id ('<subject_id>_<eye>', e.g. S000123_R)")
+        record, root = report_record_for_row(cfg.row.table, cfg.row.eye_id, _knowledge_base(cfg, module))
+        return [{**record, "conversations": record["conversations"][:1]}], root
+    if _single(cfg):
+        images = {m: str(Path(p).resolve()) for m, p in cfg.images.items() if p}
+        prefix = "".join(f"<{m}>\n" for m in ("oct", "cfp") if m in images)
+        text = _prompt(cfg) or "Write the diagnostic report for this eye."
+        return [{"id": "case", "images": images, "conversations": [{"from": "human", "value": prefix + text}]}], Path()
+    records = read_instructions(Path(cfg.instructions_dir) / f"{cfg.split}.jsonl")
+    records = [r for r in records if not cfg.tasks or r.get("task") in cfg.tasks]
+    records = records[: cfg.max_records] if cfg.max_records else records
+    return records, image_root_of(cfg.instructions_dir, data.get("image_root"))
 
 
-def _single_record(cfg: DictConfig) -> dict:
-    images = {m: str(Path(p).resolve()) for m, p in cfg.images.items() if p}
-    prefix = "".join(f"<{m}>\n" for m in ("oct", "cfp") if m in images)
-    prompt = cfg.prompt or "Write the diagnostic report for this eye."
-    return {"id": "case", "images": images, "conversations": [{"from": "human", "value": prefix + prompt}]}
+def _prompt(cfg: DictConfig) -> str | None:
+    if cfg.get("prompt_file"):
+        if cfg.prompt_file == "-":
+            return sys.stdin.read().strip()
+        path = Path(cfg.prompt_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"prompt_file={path} does not exist")
+        return path.read_text(encoding="utf-8").strip()
+    return cfg.prompt
+
+
+def _knowledge_base(cfg: DictConfig, module: Any) -> Any:
+    """The knowledge base a row's prompt is phrased under: as asked, else the grounded export's, else the one the
+    instructions' manifest records."""
+    from grok.knowledge.manifest import resolve_knowledge_base
+
+    asked = cfg.knowledge_base
+    if asked.version is None and asked.path is None and module.grounding_parts is not None:
+        return module.grounding_parts.conversation.kb
+    return resolve_knowledge_base(asked.version, asked.path, cfg.instructions_dir)
+
+
+def with_other_eyes_images(records: list[dict], seed: int) -> list[dict]:
+    """Each record with the images of another eye whose label set differs (a seeded, deterministic choice)."""
+    rng = random.Random(seed)
+    swapped = []
+    for record in records:
+        labels = set(record.get("labels") or [])
+        donors = [r for r in records if set(r.get("labels") or []) != labels]
+        if not donors:
+            raise ValueError("images_from=other_eye needs eyes of at least two different label sets")
+        swapped.append({**record, "images": rng.choice(donors)["images"]})
+    return swapped
+
+
+def _reports(cfg: DictConfig, module: Any, train_cfg: DictConfig, dataset: Any, source: str | None) -> Any:
+    """The rows of predictions: the language model's reports, or the rules' (mode=rules)."""
+    if cfg.mode == "rules":
+        from grok.grounding.pipeline import RulesReporter, rules_reports
+        from grok.knowledge.writer import ReportWriter
+
+        parts = module.grounding_parts
+        if parts is None:
+            raise ValueError(f"mode=rules needs a grounded export; {cfg.model_dir} was trained with grounding=none")
+        reporter = RulesReporter(module.model, ReportWriter(parts.conversation.kb), parts.settings.estimate_marker)
+        return rules_reports(reporter, dataset, module.tokenizer, cfg.batch_size, source, cfg.device, cfg.progress)
+    from grok.mllm.generate import generate_reports
+
+    overrides = {key: value for key, value in OmegaConf.to_container(cfg.generation).items() if value is not None}
+    settings = {**OmegaConf.to_container(train_cfg.get("generation") or {}), **overrides}
+    parts = module.grounding_parts
+    return generate_reports(
+        module.model,
+        module.tokenizer,
+        dataset,
+        cfg.batch_size,
+        settings,
+        cfg.device,
+        cfg.progress,
+        renderer=module.renderer,
+        source=source,
+        forbid_digits=bool(parts and parts.settings.forbid_digits),
+    )
 
 
 @hydra_entry("infer")

@@ -32,14 +32,16 @@ class QuantityTable:
     stated: np.ndarray  # bool: the value is an input (prompt or supplied row)
     low: np.ndarray  # float, NaN = no reference range
     high: np.ndarray
+    sex: str | None = None  # the person's sex where known (reference ranges, the rules)
 
-    def as_item(self) -> dict[str, np.ndarray]:
-        """The dataset item's fields (stacked by the collator)."""
+    def as_item(self) -> dict[str, Any]:
+        """The dataset item's fields (arrays stacked by the collator, the sex listed)."""
         return {
-            "quantity_values": self.values,
+            "quantity_values": self.values.astype(np.float32),
             "quantity_stated": self.stated,
-            "quantity_low": self.low,
-            "quantity_high": self.high,
+            "quantity_low": self.low.astype(np.float32),
+            "quantity_high": self.high.astype(np.float32),
+            "quantity_sex": self.sex,
         }
 
 
@@ -77,7 +79,7 @@ def table_from_values(
     known = {key for key in tokens.keys if not math.isnan(array[tokens.key_index[key]])}
     stated_keys = known if stated is None else set(stated) & known
     low, high = reference_bounds(tokens, kb, _none_if_nan(array[tokens.key_index["age_years"]]), sex)
-    return QuantityTable(array, np.array([key in stated_keys for key in tokens.keys]), low, high)
+    return QuantityTable(array, np.array([key in stated_keys for key in tokens.keys]), low, high, sex)
 
 
 def table_from_facts(facts: Mapping[str, Any], tokens: QuantityTokens, kb: KnowledgeBase) -> QuantityTable:

@@ -62,7 +62,7 @@ class InstructCollator:
         for key in QUANTITY_FIELDS:  # grounding's value tables: [B, K]
             if key in items[0]:
                 batch[key] = torch.as_tensor(np.stack([item[key] for item in items]))
-        for key in ("reference", "labels_names"):
+        for key in ("reference", "labels_names", "quantity_sex"):
             if any(key in item for item in items):
                 batch[key] = [item.get(key) for item in items]
         return batch

@@ -153,6 +153,44 @@ class InstructionDataset(Dataset):
         return item
 
 
+def image_root_of(instructions_dir: str | Path, explicit: str | Path | None = None) -> Path:
+    """The folder an instruction set's image paths are relative to: `explicit` if given, else its manifest's."""
+    if explicit:
+        return Path(explicit)
+    manifest = Path(instructions_dir) / "manifest.json"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest} not found; run `make data` (grok-generate) or set data.image_root")
+    root = json.loads(manifest.read_text(encoding="utf-8")).get("image_root")
+    if not root:
+        raise InstructionFormatError(f"{manifest}: no 'image_root' key (contract 5)")
+    return Path(root)
+
+
+def _transform_entry(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """`family`/`image_size` of one modality's `data.image_transforms` entry; an existing encoder export (`export`
+    key) overrides the config."""
+    settings = dict(settings)
+    export = settings.pop("export", None)
+    if export and Path(export).with_suffix(".json").is_file():
+        settings.update(read_export_config(export).get("transform") or {})
+    return settings
+
+
+def image_transforms(settings: Mapping[str, Mapping[str, Any]], train: bool = False) -> dict[str, Callable]:
+    """The preprocessing of every modality of `data.image_transforms` (augmented with `train`): the one path
+    training, generation and serving share."""
+    transforms = {}
+    for modality, entry in settings.items():
+        resolved = _transform_entry(entry)
+        transforms[modality] = build_transform(
+            family=resolved.get("family", "tiny"),
+            modality=modality,
+            image_size=int(resolved["image_size"]),
+            train=train,
+        )
+    return transforms
+
+
 def conversation_grounding(grounding: Mapping[str, Any] | None) -> ConversationGrounding | None:
     """The ConversationGrounding of a `grounding` config node (None for grounding=none)."""
     settings = GroundingSettings.from_config(grounding)
@@ -202,49 +240,30 @@ class InstructDataModule(L.LightningDataModule):
         self.seed = seed
         self.grounding = conversation_grounding(grounding)
         self.datasets: dict[str, InstructionDataset] = {}
+        self.features: dict[str, Mapping[str, torch.Tensor]] = {}
 
     @property
     def image_root(self) -> Path:
         """Folder image paths are relative to: `image_root` if given, else the manifest's."""
-        if self.explicit_image_root:
-            return Path(self.explicit_image_root)
-        manifest = self.instructions_dir / "manifest.json"
-        if not manifest.is_file():
-            raise FileNotFoundError(f"{manifest} not found; run `make data` (grok-generate) or set data.image_root")
-        root = json.loads(manifest.read_text(encoding="utf-8")).get("image_root")
-        if not root:
-            raise InstructionFormatError(f"{manifest}: no 'image_root' key (contract 5)")
-        return Path(root)
-
-    def transform_settings(self, modality: str) -> dict[str, Any]:
-        """`family`/`image_size` of a modality; an existing encoder export (`export` key) overrides the config."""
-        settings = dict(self.image_transforms[modality])
-        export = settings.pop("export", None)
-        if export and Path(export).with_suffix(".json").is_file():
-            settings.update(read_export_config(export).get("transform") or {})
-        return settings
+        return image_root_of(self.instructions_dir, self.explicit_image_root)
 
     def transforms(self, train: bool) -> dict[str, Callable]:
         """Preprocessing per modality (augmentation only with `train` and `augment`)."""
-        transforms = {}
-        for modality in self.image_transforms:
-            settings = self.transform_settings(modality)
-            transforms[modality] = build_transform(
-                family=settings.get("family", "tiny"),
-                modality=modality,
-                image_size=int(settings["image_size"]),
-                train=train and self.augment,
-            )
-        return transforms
+        return image_transforms(self.image_transforms, train=train and self.augment)
 
-    def build_dataset(self, split: str, generation: bool = False) -> InstructionDataset:
-        """The dataset of one split (`generation`: prompts only, references kept)."""
+    def build_dataset(
+        self, split: str, generation: bool = False, tasks: Sequence[str] | None = None, limit: int | None = None
+    ) -> InstructionDataset:
+        """The dataset of one split (`generation`: prompts only, references kept) of `tasks` (default: `data.tasks`),
+        at most `limit` records (default: `data.max_records`); attached features are served for its images."""
         records = read_instructions(self.instructions_dir / f"{split}.jsonl")
-        if self.tasks:
-            records = [record for record in records if record.get("task") in self.tasks]
-        if split in self.max_records:
-            records = records[: int(self.max_records[split])]
-        return InstructionDataset(
+        wanted = set(tasks) if tasks else self.tasks
+        if wanted:
+            records = [record for record in records if record.get("task") in wanted]
+        limit = limit if limit is not None else self.max_records.get(split)
+        if limit is not None:
+            records = records[: int(limit)]
+        dataset = InstructionDataset(
             records,
             self.tokenizer,
             self.image_root,
@@ -254,6 +273,8 @@ class InstructDataModule(L.LightningDataModule):
             generation=generation,
             grounding=self.grounding,
         )
+        dataset.features.update(self.features)
+        return dataset
 
     def setup(self, stage: str | None = None) -> None:
         """Tokenise the train and val splits (once)."""
@@ -262,8 +283,14 @@ class InstructDataModule(L.LightningDataModule):
                 self.datasets[split] = self.build_dataset(split)
                 log.info("%s: %d conversations", split, len(self.datasets[split]))
 
+    def image_items(self, modality: str) -> dict[str, Path]:
+        """Every image of a modality across the datasets set up so far: relative path -> absolute path."""
+        return {key: path for dataset in self.datasets.values() for key, path in dataset.image_items(modality).items()}
+
     def attach_features(self, modality: str, features: Mapping[str, torch.Tensor]) -> None:
-        """Serve cached encoder features of `modality` instead of reading images (see `feature_cache`)."""
+        """Serve cached encoder features of `modality` instead of reading images (see `feature_cache`), in every
+        dataset set up so far and every one built later."""
+        self.features[modality] = features
         for dataset in self.datasets.values():
             dataset.features[modality] = features
 

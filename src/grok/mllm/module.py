@@ -83,6 +83,7 @@ class InstructModule(L.LightningModule):
         feature_cache: Mapping[str, Any] | None = None,
         grounding: Mapping[str, Any] | None = None,
         grounding_statistics: str | None = None,
+        clinical_validation: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if "lora" in (learning_rates or {}):
@@ -130,6 +131,8 @@ class InstructModule(L.LightningModule):
         self.weight_decay = weight_decay
         self.warmup_ratio = warmup_ratio
         self.feature_cache = dict(_plain(feature_cache) or {"enabled": False})
+        self.clinical_validation = dict(_plain(clinical_validation) or {"enabled": False})
+        self._clinical_prompts: Any = None
         self.strict_loading = False  # checkpoints hold only trainable parameters
 
     # ---- data --------------------------------------------------------------------------------------------------
@@ -139,19 +142,20 @@ class InstructModule(L.LightningModule):
         if not self.feature_cache.get("enabled") or datamodule is None or not self.model.freeze_encoders:
             return
         directory = Path(self.feature_cache["dir"])
+        # every split shares the image root; the evaluation transforms (cached features are never augmented)
+        loader = datamodule.datasets.get("val") or next(iter(datamodule.datasets.values()))
         for modality, encoder in self.model.encoders.items():
             settings = transform_settings(encoder, modality)
             fingerprint = encoder_fingerprint(encoder, settings)
-            for split, dataset in datamodule.datasets.items():
-                features = cached_features(
-                    lambda pixels, m=modality: self.model.encode_images(m, pixels),
-                    dataset.image_items(modality),
-                    lambda key, d=dataset, m=modality: d.load_image(m, key),
-                    directory / f"{modality}-{fingerprint}.safetensors",
-                    batch_size=int(self.feature_cache.get("batch_size", 32)),
-                    description=f"caching {modality} features ({split})",
-                )
-                dataset.features[modality] = features
+            features = cached_features(
+                lambda pixels, m=modality: self.model.encode_images(m, pixels),
+                datamodule.image_items(modality),
+                lambda key, m=modality: loader.load_image(m, key),
+                directory / f"{modality}-{fingerprint}.safetensors",
+                batch_size=int(self.feature_cache.get("batch_size", 32)),
+                description=f"caching {modality} features",
+            )
+            datamodule.attach_features(modality, features)
 
     # ---- steps -------------------------------------------------------------------------------------------------
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
@@ -171,6 +175,55 @@ class InstructModule(L.LightningModule):
         if "readout_loss" in output:
             self.log("val/lm_loss", output["lm_loss"], sync_dist=True, batch_size=size)
             self.log("val/readout_loss", output["readout_loss"], sync_dist=True, batch_size=size)
+
+    def on_validation_epoch_end(self) -> None:
+        """With `clinical_validation.enabled`: greedy reports for the val split's report prompts, their diagnoses
+        read by the benchmark's parser, and `val/macro_f1` against the records' labels (the selection metric)."""
+        settings = self.clinical_validation
+        if not settings.get("enabled") or self._trainer is None or self.trainer.sanity_checking:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            return
+        if self._clinical_prompts is None:
+            self._clinical_prompts = datamodule.build_dataset(
+                settings.get("split", "val"), generation=True, tasks=["report"], limit=settings.get("max_reports")
+            )
+        self.log("val/macro_f1", self.clinical_macro_f1(self._clinical_prompts), prog_bar=True, sync_dist=True)
+
+    def clinical_macro_f1(self, prompts: Any) -> float:
+        """Diagnosis macro-F1 of greedy reports for a generation dataset (the benchmark's parser and metric)."""
+        from grok.bench.classification import classification_metrics
+        from grok.bench.diagnosis import parse_diagnosis
+        from grok.bench.text import AnalysedText
+        from grok.bench.vocabulary import build_vocabulary
+        from grok.knowledge.parser import load_knowledge_base
+        from grok.mllm.generate import generate_reports
+
+        settings = self.clinical_validation
+        kb = self.grounding_parts.conversation.kb if self.grounding_parts else load_knowledge_base()
+        vocabulary = build_vocabulary(kb.schema, kb)
+        grounding = self.grounding_parts.settings if self.grounding_parts else None
+        was_training = self.model.training
+        rows = generate_reports(
+            self.model,
+            self.tokenizer,
+            prompts,
+            batch_size=int(settings.get("batch_size", 32)),
+            settings={"max_new_tokens": int(settings.get("max_new_tokens", 1536))},
+            device=self.device,
+            progress=False,
+            renderer=self.renderer,
+            source=grounding.source if grounding else None,
+            forbid_digits=bool(grounding and grounding.forbid_digits),
+        )
+        predicted = {
+            row["id"]: list(parse_diagnosis(AnalysedText(row["prediction"], vocabulary)).labels) for row in rows
+        }
+        self.model.train(was_training)
+        truth = [list(record.get("labels") or []) for record in prompts.records]
+        guesses = [predicted[record.get("id")] for record in prompts.records]
+        return float(classification_metrics(truth, guesses, kb.schema.label_names)["macro_f1"])
 
     @property
     def renderer(self) -> ReportRenderer | None:
