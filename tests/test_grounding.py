@@ -91,7 +91,7 @@ def test_sources_resolve_stated_values_and_estimates_as_configured() -> None:
     assert value["readout"][cst] == 290.0 and value["readout"][sbp] == 150.0  # image-derived from the head
     code = grounding.resolve(batch, estimates, "auto").source[0]
     assert code[vcdr] == SOURCE_CODES["readout"] and code[cst] == SOURCE_CODES["input"]
-    with pytest.raises(ValueError, match="grounding.source='guess'"):
+    with pytest.raises(ValueError, match=r"grounding\.source='guess'"):
         grounding.resolve(batch, estimates, "guess")
 
 
