@@ -102,6 +102,8 @@ class QuantityGrounding(nn.Module):
         readout_hidden_dim: int = 64,
         readout_loss_weight: float = 1.0,
         preamble: bool = True,
+        decimals: Tensor | None = None,
+        valid_range: Tensor | None = None,
     ) -> None:
         super().__init__()
         self.tokens = tokens
@@ -115,6 +117,14 @@ class QuantityGrounding(nn.Module):
         symbols = tokens.symbols
         self.register_buffer("mean", torch.tensor(statistics.mean, dtype=torch.float32), persistent=False)
         self.register_buffer("std", torch.tensor(statistics.std, dtype=torch.float32), persistent=False)
+        # estimates are rounded to the decimals a report writes and kept inside the schema's valid range, so the value
+        # in force is the one the text states (a count of 0.3 would fire "count > 0" yet be written "0")
+        count = len(tokens.keys)
+        self.register_buffer(
+            "decimals", decimals if decimals is not None else torch.full((count,), 6), persistent=False
+        )
+        bounds = valid_range if valid_range is not None else torch.tensor([[-math.inf, math.inf]] * count)
+        self.register_buffer("valid_range", bounds.float(), persistent=False)
         # embedding row of each symbol, and per symbol: kind code, key column, threshold value
         self.register_buffer("token_rows", token_rows.long(), persistent=False)
         row_symbol = torch.full((int(token_rows.max()) + 1,), -1, dtype=torch.long)
@@ -198,7 +208,10 @@ class QuantityGrounding(nn.Module):
             columns = keys[None, :].expand_as(value)
             total.index_put_((index, columns), value, accumulate=True)
             count.index_put_((index, columns), torch.ones_like(value), accumulate=True)
-        return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, math.nan))
+        mean = torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, math.nan))
+        mean = torch.maximum(torch.minimum(mean, self.valid_range[:, 1]), self.valid_range[:, 0])
+        scale = 10.0 ** self.decimals.float()
+        return torch.round(mean * scale) / scale
 
     def readout_loss(self, fused: Mapping[str, tuple[Tensor, Tensor]], values: Tensor) -> Tensor:
         """Mean squared error of the standardised estimates against the table's known values (masked)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,6 +166,9 @@ class GroundingParts:
         rows = torch.tensor(ids, dtype=torch.long)
         rows = vocabulary.to_compact(rows) if vocabulary is not None else rows
         settings = self.settings
+        kb = self.conversation.kb
+        decimals = torch.tensor([kb.decimals_of(key) for key in self.tokens.keys])
+        valid = [kb.schema.biomarkers[key].valid_range or (-math.inf, math.inf) for key in self.tokens.keys]
         return QuantityGrounding(
             self.tokens,
             self.statistics,
@@ -175,6 +179,8 @@ class GroundingParts:
             readout_hidden_dim=settings.readout_hidden_dim,
             readout_loss_weight=settings.readout_loss_weight,
             preamble=settings.preamble,
+            decimals=decimals,
+            valid_range=torch.tensor(valid, dtype=torch.float32),
         )
 
 
