@@ -11,7 +11,11 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from grok.utils.resolvers import register_resolvers
+from grok.utils.startup import as_job, quiet_start
+
 CONFIG_ENV = "GROK_CONFIG_DIR"
+register_resolvers()
 
 
 def config_dir() -> Path:
@@ -26,12 +30,17 @@ def config_dir() -> Path:
 
 
 def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
-    """Wrap `task(cfg)` as a console entry point running Hydra on `conf/<config_name>.yaml`."""
+    """Wrap `task(cfg)` as a console entry point running Hydra on `conf/<config_name>.yaml`.
+
+    The entry point starts quietly (grok.utils.startup) and runs `task` as one job per run or sweep point.
+    """
 
     def decorator(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
         @wraps(task)
         def main() -> Any:
-            return hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(task)()
+            quiet_start()
+            app = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)
+            return app(as_job(task))()
 
         return main
 
