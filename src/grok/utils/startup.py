@@ -26,6 +26,11 @@ QUIET_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
         "`isinstance(treespec, LeafSpec)` is deprecated",
         "Lightning's own pytree helper on torch >= 2.10; nothing in GROK or its config uses LeafSpec",
     ),
+    (
+        FutureWarning,
+        "`is_gradient_checkpointing` is deprecated and will be removed in v6",
+        "peft reads the old name of transformers' property when it wraps the language model (LoRA, QLoRA)",
+    ),
 )
 
 # Log records: (logger name, the message's beginning, why nobody can act on it).
