@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 
 from grok.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from grok.utils.progress import StderrProgressBar
-from grok.utils.startup import QUIET_LOG_RECORDS, QUIET_WARNINGS, _ImportPrintsToStderr, quiet_start
+from grok.utils.startup import QUIET_LOG_RECORDS, QUIET_WARNINGS, _ImportPrintsToStderr, as_job, quiet_start
 from grok.utils.train import train
 from test_bench import fixture_references, write_instructions
 
@@ -108,3 +108,29 @@ def test_grok_eval_prints_only_its_table_on_stdout_and_no_warning(tmp_path: Path
     assert result.stdout == table + "\n"
     assert "[grok.bench" in result.stderr  # its log lines went to stderr
     assert [line for line in result.stderr.splitlines() if "warn" in line.lower()] == []
+
+
+@pytest.mark.parametrize(("outcome", "exit_code"), [("returns", 0), ("raises", 1)])
+def test_a_job_finishes_its_wandb_run_whether_it_returns_or_raises(monkeypatch, outcome: str, exit_code: int) -> None:
+    finished = []
+    fake_wandb = SimpleNamespace(run=object(), finish=lambda exit_code: finished.append(exit_code))
+    monkeypatch.setitem(sys.modules, "wandb", fake_wandb)
+
+    def task(cfg: dict) -> str:
+        if outcome == "raises":
+            raise RuntimeError("diverged")
+        return "metric"
+
+    job = as_job(task)
+    if outcome == "raises":
+        with pytest.raises(RuntimeError, match="diverged"):
+            job({})
+    else:
+        assert job({}) == "metric"
+    assert finished == [exit_code]
+
+
+def test_a_job_without_a_wandb_run_finishes_nothing(monkeypatch) -> None:
+    finished = []
+    monkeypatch.setitem(sys.modules, "wandb", SimpleNamespace(run=None, finish=lambda exit_code: finished.append(1)))
+    assert as_job(lambda cfg: 0.5)({}) == 0.5 and finished == []
