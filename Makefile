@@ -12,12 +12,12 @@ export TOKENIZERS_PARALLELISM ?= false
 # The torch/torchvision pair is pinned in the same pip command as everything else (see README: Installation).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install java test lint format data-synth validate data train-align train-mllm infer eval demo clean
+.PHONY: install java test lint format data-synth validate data train-align train-mllm infer eval demo demo-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip >/dev/null
-	$(BIN)/python -m pip install $(TORCH_PINS) -e ".[dev]"
+	$(BIN)/python -m pip install $(TORCH_PINS) -e ".[dev,sweep]"
 	touch $(STAMP)
 
 install: $(STAMP) java
@@ -64,6 +64,10 @@ eval: install
 
 demo: install
 	$(BIN)/python -m grok.demo $(ARGS)
+
+# What the README promises `make demo` writes (same ARGS as the demo, e.g. ARGS="paths.root_dir=/tmp/grok-demo").
+demo-check: install
+	$(BIN)/python tests/demo_outputs.py $(ARGS)
 
 clean:
 	rm -rf logs outputs data/syntheye data/instructions artifacts .pytest_cache

@@ -16,7 +16,9 @@ CONF = config_dir()
 TOP_LEVEL = sorted(path.stem for path in CONF.glob("*.yaml"))
 # Groups whose options configure something other than objects (or whose objects need a GPU or a real checkpoint):
 # for these, composing and checking that each `_target_` imports is the test.
-IMPORT_ONLY = {"hardware", "experiment", "hydra", "paths"}
+IMPORT_ONLY = {"hardware", "experiment", "hparams_search", "hydra", "paths"}
+# Groups whose options are named <top-level config>_<name> (align_paper, mllm_optuna) and apply to the whole config.
+GLOBAL_GROUPS = {"experiment", "hparams_search"}
 
 
 def _defaults(config_name: str) -> list:
@@ -50,7 +52,7 @@ def _cases() -> list[tuple[str, str, str, str]]:
             # mllm, encoder/tiny_cfp to mllm's cfp_encoder
             chosen = [(name, pkg) for name in hosts for g, pkg, o in _selections(name) if g == group and o == option]
             host, package = chosen[0] if chosen else (hosts[0], group)
-            if group == "experiment":  # experiments are named <top-level config>_<name>, e.g. align_paper
+            if group in GLOBAL_GROUPS:
                 host = option.split("_")[0]
             cases.append((host, group, package, option))
     return cases
@@ -84,8 +86,8 @@ def test_top_level_config_composes_and_resolves(config_name: str, tmp_path: Path
 @pytest.mark.parametrize(("host", "group", "package", "option"), _cases())
 def test_every_group_option_instantiates(host: str, group: str, package: str, option: str, tmp_path: Path) -> None:
     overrides = [f"{group}={option}" if package == group else f"{group}@{package}={option}"]
-    if group == "experiment":
-        overrides = [f"experiment={option}" if "experiment" in _groups_of(host) else f"+experiment={option}"]
+    if group in GLOBAL_GROUPS:
+        overrides = [f"{group}={option}" if group in _groups_of(host) else f"+{group}={option}"]
     cfg = compose_config(host, tmp_path, overrides)
     node = cfg.get(package) if package in cfg else cfg
     for where, target in _targets(node, package):

@@ -12,6 +12,9 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from grok.utils.resolvers import register_resolvers
+from grok.utils.startup import as_job, quiet_start
+
 CONFIG_ENV = "GROK_CONFIG_DIR"
 # Config keys that were renamed: old dotted key -> its replacement (a group, a node or a value).
 RENAMED_KEYS = {
@@ -54,6 +57,9 @@ def check_config(cfg: DictConfig) -> None:
             raise RenamedKeyError(_renamed(old) or old)
 
 
+register_resolvers()
+
+
 def config_dir() -> Path:
     """The `conf/` tree: $GROK_CONFIG_DIR, else the copy inside an installed wheel, else the repository's."""
     if os.environ.get(CONFIG_ENV):
@@ -66,7 +72,10 @@ def config_dir() -> Path:
 
 
 def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
-    """Wrap `task(cfg)` as a console entry point running Hydra on `conf/<config_name>.yaml`."""
+    """Wrap `task(cfg)` as a console entry point running Hydra on `conf/<config_name>.yaml`.
+
+    The entry point starts quietly (grok.utils.startup) and runs `task` as one job per run or sweep point.
+    """
 
     def decorator(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
         @wraps(task)
@@ -80,9 +89,9 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
                 check_overrides(sys.argv[1:])
             except RenamedKeyError as error:
                 raise SystemExit(f"error: {error}") from None
-            return hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(
-                checked_task
-            )()
+            quiet_start()
+            app = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)
+            return app(as_job(checked_task))()
 
         return main
 
