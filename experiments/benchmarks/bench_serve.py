@@ -78,6 +78,10 @@ class Server:
                 raise RuntimeError("grok-serve did not start in 300 s")
             time.sleep(0.5)
 
+    def batches(self) -> dict[str, int]:
+        """Batch size -> batches run so far (from /healthz)."""
+        return httpx.get(f"{self.url}/healthz", timeout=30).json()["batches"]
+
     def rss_mib(self) -> float:
         return psutil.Process(self.process.pid).memory_info().rss / 2**20
 
@@ -142,7 +146,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--requests-per-client", type=int, default=6)
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the server (1 leaves a core for HTTP)")
     parser.add_argument("--soak", type=int, default=2000)
     parser.add_argument("--soak-max-tokens", type=int, default=16)
     parser.add_argument("--sample-every", type=int, default=208)
@@ -158,8 +162,12 @@ def main() -> None:
         with Server(args.export, batch_size, args.threads, root) as server:
             run_clients(server.url, bodies, 2, 2)  # warm-up
             for clients in args.clients:
+                before = server.batches()
                 figures = run_clients(server.url, bodies, clients, args.requests_per_client)
-                results["runs"].append({"mode": name, "load_1min": round(os.getloadavg()[0], 2), **figures})
+                batches = {k: v - before.get(k, 0) for k, v in server.batches().items() if v - before.get(k, 0)}
+                mean_batch = sum(int(k) * v for k, v in batches.items()) / max(1, sum(batches.values()))
+                load = round(os.getloadavg()[0], 2)
+                results["runs"].append({"mode": name, "load_1min": load, **figures, "mean_batch": round(mean_batch, 1)})
                 print(json.dumps(results["runs"][-1]), flush=True)
     if args.soak:
         soak_bodies = [{**body, "max_tokens": args.soak_max_tokens} for body in bodies]
@@ -179,15 +187,16 @@ def markdown(results: dict) -> str:
     """The figures as the Markdown tables docs/serve.md shows."""
     by = {(r["mode"], r["clients"]): r for r in results["runs"]}
     lines = [
-        "| clients | batched req/s | one-at-a-time req/s | ratio | batched p50 / p95 (s) | one-at-a-time p50 / p95 (s) |",
-        "|---|---|---|---|---|---|",
+        "| clients | batched req/s | one-at-a-time req/s | ratio | batched p50 / p95 (s) | one-at-a-time p50 / p95 (s) "
+        "| mean batch |",
+        "|---|---|---|---|---|---|---|",
     ]
     for clients in sorted({c for _, c in by}):
         b, o = by[("batched", clients)], by[("one_at_a_time", clients)]
         lines.append(
             f"| {clients} | {b['requests_per_s']} | {o['requests_per_s']} | "
             f"{b['requests_per_s'] / o['requests_per_s']:.2f}x | {b['p50_s']} / {b['p95_s']} | "
-            f"{o['p50_s']} / {o['p95_s']} |"
+            f"{o['p50_s']} / {o['p95_s']} | {b['mean_batch']} |"
         )
     if results.get("soak"):
         samples = results["soak"]

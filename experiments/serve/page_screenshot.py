@@ -35,6 +35,7 @@ def shoot(app, case, out: Path, hover: bool, width: int) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
+
     from serve_helpers import LiveServer, chromium, fill_case
 
     with LiveServer(app) as live, chromium() as driver:
@@ -65,12 +66,11 @@ def main() -> None:
     parser.add_argument("--grounded-out", type=Path, default=ROOT / "docs" / "serve_page_grounding.png")
     args = parser.parse_args()
 
-    from serve_helpers import GROUNDED_CASE, GroundedEngine
-
     from grok.serve.app import create_app
     from grok.serve.engine import ReportEngine
     from grok.serve.settings import ServeSettings
     from helpers import compose_config
+    from serve_helpers import GROUNDED_CASE, GroundedEngine
 
     cfg = compose_config("serve", Path("/tmp/grok-page-screenshot"), [f"model_dir={args.export}"])
     settings = ServeSettings.from_config(cfg, None)

@@ -156,7 +156,7 @@ def _bad_inputs(oct_url: str) -> list[tuple]:
         ("not a number", reports, {"images": {"oct": oct_url}, "biomarkers": {**ROW, "age_years": "old"}}, [], 400,
          "biomarkers.age_years", "'old' is not a number"),
         ("row without the eye", reports, {"images": {"oct": oct_url}, "biomarkers": {"age_years": 63, "sex": "F"}},
-         [], 400, "biomarkers.eye", "required identifier column is absent"),
+         [], 400, "biomarkers.eye", "value is required"),
         ("labels as input", reports, {"images": {"oct": oct_url}, "biomarkers": {**ROW, "labels": "AMD"}}, [], 400,
          "biomarkers.labels", "not accepted in a request"),
         ("prompt over the token limit", chat, _chat(_image_part(oct_url), _text_part(long_text)),
@@ -347,3 +347,33 @@ def test_cors_is_off_unless_origins_are_configured(make_client) -> None:
     response = opened.options("/v1/reports", headers=preflight)
     assert response.status_code == 200
     assert response.headers["access-control-allow-origin"] == "https://clinic.example"
+
+
+def test_mangled_requests_never_get_a_server_error(make_client, eye_images) -> None:
+    import random
+
+    rng = random.Random(0)
+    url = data_url(eye_images[0])
+    odd = [None, 0, -1, 1.5, float("nan"), 10**30, "", "x", "R", [], [1, "a"], {}, {"k": [None]}, True, "data:,", url]
+    chat = _chat(_image_part(url), _text_part(), max_tokens=2)
+    report = {"images": {"oct": url}, "biomarkers": dict(ROW), "max_tokens": 2}
+
+    def mangle(value):
+        if isinstance(value, dict) and value and rng.random() < 0.7:
+            key = rng.choice(list(value))
+            return {**value, key: mangle(value[key])}
+        if isinstance(value, list) and value and rng.random() < 0.7:
+            index = rng.randrange(len(value))
+            return [*value[:index], mangle(value[index]), *value[index + 1 :]]
+        return rng.choice(odd)
+
+    client = make_client()
+    statuses = set()
+    for _ in range(150):
+        path, body = rng.choice([("/v1/chat/completions", chat), ("/v1/reports", report)])
+        response = client.post(path, content=json.dumps(mangle(body)), headers={"Content-Type": "application/json"})
+        statuses.add(response.status_code)
+        assert response.status_code < 500, response.text
+        if response.status_code != 200:
+            assert response.json()["error"]["message"]
+    assert 400 in statuses

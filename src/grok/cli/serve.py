@@ -36,6 +36,7 @@ def build_app(cfg: DictConfig, api_key: str | None = None):
         default_prompt=cfg.prompt.default,
         knowledge_base=cfg.prompt.knowledge_base,
         generation=cfg.generation,
+        scratch_dir=cfg.scratch_dir,
     )
     key = api_key or os.environ.get(cfg.api_key_env) or None
     return create_app(engine, ServeSettings.from_config(cfg, key))

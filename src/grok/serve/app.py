@@ -203,7 +203,8 @@ def create_app(engine: ReportEngine, settings: ServeSettings, kb: KnowledgeBase 
 
     @app.get("/healthz")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": settings.model_name, "waiting": batcher.waiting}
+        batches = {str(size): count for size, count in sorted(batcher.batch_sizes.items())}
+        return {"status": "ok", "model": settings.model_name, "waiting": batcher.waiting, "batches": batches}
 
     @app.get("/v1/models", dependencies=guarded)
     async def models() -> dict[str, Any]:
@@ -222,7 +223,8 @@ def create_app(engine: ReportEngine, settings: ServeSettings, kb: KnowledgeBase 
 
     @app.post("/v1/chat/completions", dependencies=guarded)
     async def chat_completions(request: Request) -> Any:
-        parsed = parse_chat(await read_json(request), settings, engine.default_sampling(), engine.reserved_tokens)
+        body = await read_json(request)
+        parsed = await run_in_threadpool(parse_chat, body, settings, engine.default_sampling(), engine.reserved_tokens)
         prepared = await prepare(parsed)
         ident, now = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if not parsed.stream:
@@ -241,7 +243,7 @@ def create_app(engine: ReportEngine, settings: ServeSettings, kb: KnowledgeBase 
                     }
                 ],
                 "usage": usage(result),
-                "grok": reader.read(result.text, result.grounding, None),
+                "grok": await run_in_threadpool(reader.read, result.text, result.grounding, None),
             }
         future, deltas = await streamed(prepared, parsed)
 
@@ -269,7 +271,8 @@ def create_app(engine: ReportEngine, settings: ServeSettings, kb: KnowledgeBase 
 
     @app.post("/v1/reports", dependencies=guarded)
     async def reports(request: Request) -> Any:
-        parsed = parse_report(await read_json(request), settings, engine.default_sampling(), kb.schema)
+        body = await read_json(request)
+        parsed = await run_in_threadpool(parse_report, body, settings, engine.default_sampling(), kb.schema)
         prepared = await prepare(parsed)
         ident, now = f"report-{uuid.uuid4().hex}", int(time.time())
 
@@ -287,7 +290,7 @@ def create_app(engine: ReportEngine, settings: ServeSettings, kb: KnowledgeBase 
             }
 
         if not parsed.stream:
-            return report(await submit(prepared, parsed, None))
+            return await run_in_threadpool(report, await submit(prepared, parsed, None))
         future, deltas = await streamed(prepared, parsed)
 
         async def events() -> AsyncIterator[str]:
@@ -298,7 +301,7 @@ def create_app(engine: ReportEngine, settings: ServeSettings, kb: KnowledgeBase 
             except Exception as error:
                 yield sse({"type": "error", **error_body(500, f"generation failed: {type(error).__name__}")})
                 return
-            yield sse({"type": "report", **report(result)})
+            yield sse({"type": "report", **(await run_in_threadpool(report, result))})
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

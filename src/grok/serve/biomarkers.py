@@ -15,8 +15,8 @@ from grok.serve.errors import RequestError
 
 def validate_row(row: Any, schema: Schema, field: str = "biomarkers") -> dict[str, Any]:
     """The row (JSON object keyed by schema columns, `eye` required) with numbers as floats, or a 400 naming every
-    column at fault with the schema's messages. Columns left out are missing values (allowed where the schema
-    allows them)."""
+    column at fault with the schema's messages (`validate_frame`, as `grok-validate` reports a table). Columns left
+    out are missing values (allowed where the schema allows them)."""
     if not isinstance(row, Mapping):
         raise RequestError(400, field, 'expected an object keyed by schema columns, e.g. {"eye": "R", ...}')
     refused = [c for c in row if c in (*schema.image_columns, schema.label_column, "subject_id", "visit")]
@@ -29,10 +29,14 @@ def validate_row(row: Any, schema: Schema, field: str = "biomarkers") -> dict[st
     nested = [c for c, v in row.items() if isinstance(v, (Mapping, list))]
     if nested:
         raise RequestError(400, f"{field}.{nested[0]}", f"expected a number or a category, got {row[nested[0]]!r}")
-    frame = pd.DataFrame([{**dict.fromkeys(schema.biomarkers), "subject_id": "request", **row}])
+    required = [name for name, spec in schema.identifiers.items() if not spec.get("nullable", True)]
+    required += [name for name, spec in schema.biomarkers.items() if not spec.nullable]
+    frame = pd.DataFrame([{**dict.fromkeys(required), "subject_id": "request", **row}])
     report = validate_frame(frame, file=field, schema=schema)
-    if report.problems:
-        first, *others = report.problems
+    # only the given columns (and the required ones) are checked: an absent nullable column is a missing value here
+    problems = [p for p in report.problems if p.kind != "missing_column" or p.column in frame.columns]
+    if problems:
+        first, *others = problems
         message = "; ".join([first.message, *(f"{field}.{p.column}: {p.message}" for p in others)])
         raise RequestError(400, f"{field}.{first.column}" if first.column else field, message)
     clean: dict[str, Any] = {}

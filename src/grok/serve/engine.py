@@ -10,6 +10,7 @@ quantities, only this module changes: `Generated.grounding` is already passed th
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -162,8 +163,12 @@ class ReportEngine:
         default_prompt: str = "Write the diagnostic report for this eye.",
         knowledge_base: str | None = None,
         generation: Mapping[str, Any] | None = None,
+        scratch_dir: str | None = None,
     ) -> None:
         self.model_dir = Path(model_dir)
+        # uploads are written here for the readers of grok.data.io (one folder per request, removed at once)
+        shm = Path("/dev/shm")
+        self.scratch_dir = scratch_dir or (str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None)
         module, train_cfg = load_exported_mllm(self.model_dir)
         self.model = module.model.eval().to(device)
         self.tokenizer = module.tokenizer
@@ -201,7 +206,7 @@ class ReportEngine:
         unknown = [m for m in case.images if m not in self.modalities]
         if unknown:
             raise CaseError(f"images.{unknown[0]}", f"this export has no {unknown[0].upper()} encoder")
-        with tempfile.TemporaryDirectory(prefix="grok-serve-") as folder:
+        with tempfile.TemporaryDirectory(prefix="grok-serve-", dir=self.scratch_dir) as folder:
             paths = {}
             for modality, image in case.images.items():
                 paths[modality] = f"{modality}{image.suffix}"

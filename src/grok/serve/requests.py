@@ -112,7 +112,7 @@ def _messages(
     for index, message in enumerate(messages):
         where = f"messages[{index}]"
         message = _object(message, where)
-        role = ROLES.get(message.get("role"))
+        role = ROLES.get(message["role"]) if isinstance(message.get("role"), str) else None
         if role is None:
             raise RequestError(400, f"{where}.role", f"expected one of {sorted(ROLES)}, got {message.get('role')!r}")
         text = _content(message.get("content"), f"{where}.content", role, images, reserved)
