@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,9 +73,12 @@ def main() -> None:
     from helpers import compose_config
     from serve_helpers import GROUNDED_CASE, GroundedEngine
 
-    cfg = compose_config("serve", Path("/tmp/grok-page-screenshot"), [f"model_dir={args.export}"])
+    overrides = [f"model_dir={args.export}"]
+    if args.max_tokens:
+        overrides.append(f"generation.max_new_tokens={args.max_tokens}")
+    cfg = compose_config("serve", Path(tempfile.mkdtemp(prefix="grok-page-screenshot-")), overrides)
     settings = ServeSettings.from_config(cfg, None)
-    engine = ReportEngine(args.export, generation={"max_new_tokens": args.max_tokens})
+    engine = ReportEngine.from_config(cfg)
     case = eye_case(args.syntheye, args.eye_index)
     shoot(create_app(engine, settings), case, args.out, hover=False, width=args.width)
     grounded_case = (*case[:2], {**GROUNDED_CASE, "eye": case[2]["eye"]})  # the values the fixed report quotes

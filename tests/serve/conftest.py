@@ -20,9 +20,12 @@ def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def engine(tiny_export: Path) -> ReportEngine:
-    """The tiny export loaded once; greedy, 6 new tokens unless a request asks for more."""
-    return ReportEngine(tiny_export, generation={"max_new_tokens": 6})
+def engine(tiny_export: Path, tmp_path_factory: pytest.TempPathFactory) -> ReportEngine:
+    """The tiny export loaded once as conf/serve.yaml describes it; greedy, 6 new tokens unless a request asks."""
+    root = tmp_path_factory.mktemp("serve_engine")
+    return ReportEngine.from_config(
+        compose_config("serve", root, [f"model_dir={tiny_export}", "generation.max_new_tokens=6"])
+    )
 
 
 @pytest.fixture

@@ -30,14 +30,7 @@ def build_app(cfg: DictConfig, api_key: str | None = None):
     torch.manual_seed(cfg.seed)
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
-    engine = ReportEngine(
-        cfg.model_dir,
-        device=cfg.device,
-        default_prompt=cfg.prompt.default,
-        knowledge_base=cfg.prompt.knowledge_base,
-        generation=cfg.generation,
-        scratch_dir=cfg.scratch_dir,
-    )
+    engine = ReportEngine.from_config(cfg)
     key = api_key or os.environ.get(cfg.api_key_env) or None
     return create_app(engine, ServeSettings.from_config(cfg, key))
 

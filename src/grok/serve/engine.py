@@ -159,8 +159,8 @@ class ReportEngine:
     def __init__(
         self,
         model_dir: str | Path,
-        device: str = "cpu",
-        default_prompt: str = "Write the diagnostic report for this eye.",
+        device: str,
+        default_prompt: str,
         knowledge_base: str | None = None,
         generation: Mapping[str, Any] | None = None,
         scratch_dir: str | None = None,
@@ -190,7 +190,19 @@ class ReportEngine:
         self.collator = InstructCollator(self.tokenizer.pad_token_id, "left")
         self.reserved_tokens = tuple(sorted(set(self.tokenizer.all_special_tokens) | set(IMAGE_PLACEHOLDERS)))
         self.visual_tokens_per_image = self._visual_token_counts()
-        self._record_factory = None
+        self.record_factory = self._record_factory(knowledge_base)
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> ReportEngine:
+        """The engine a composed `serve` config describes (conf/serve.yaml)."""
+        return cls(
+            cfg.model_dir,
+            device=cfg.device,
+            default_prompt=cfg.prompt.default,
+            knowledge_base=cfg.prompt.knowledge_base,
+            generation=OmegaConf.to_container(cfg.generation),
+            scratch_dir=cfg.scratch_dir,
+        )
 
     # ------------------------------------------------------------------------------------------------ prompts
     def default_sampling(self) -> Sampling:
@@ -246,25 +258,24 @@ class ReportEngine:
 
     def _row_record(self, row: Mapping[str, Any], image_paths: Mapping[str, str]) -> dict[str, Any]:
         """Stage one's report prompt for one biomarker row (as `grok-infer row.table=...` builds it)."""
-        factory = self._factory()
         columns = {"oct": "oct_path", "cfp": "cfp_path"}
         full_row = {"subject_id": "request", **row, **{columns[m]: path for m, path in image_paths.items()}}
-        _, lines = factory.records(full_row, f"request_{full_row['eye']}", "test")
+        _, lines = self.record_factory.records(full_row, f"request_{full_row['eye']}", "test")
         record = json.loads(lines[0])
         record["conversations"] = record["conversations"][:1]
         return record
 
-    def _factory(self) -> Any:
-        if self._record_factory is None:
-            from grok.knowledge.base import load_knowledge_base
-            from grok.knowledge.generate import GenerationPlan, RecordFactory
-            from grok.knowledge.instructions import InstructionBuilder
-            from grok.knowledge.writer import ReportWriter
+    @staticmethod
+    def _record_factory(knowledge_base: str | None) -> Any:
+        """Stage one's record builder for one report record per eye (the test split's plan)."""
+        from grok.knowledge.base import load_knowledge_base
+        from grok.knowledge.generate import GenerationPlan, RecordFactory
+        from grok.knowledge.instructions import InstructionBuilder
+        from grok.knowledge.writer import ReportWriter
 
-            kb = load_knowledge_base(self.knowledge_base)
-            plan = GenerationPlan(fractions={"test": 1.0}, mix={"test": {"report": 1}})
-            self._record_factory = RecordFactory(kb, InstructionBuilder(ReportWriter(kb)), plan)
-        return self._record_factory
+        kb = load_knowledge_base(knowledge_base)
+        plan = GenerationPlan(fractions={"test": 1.0}, mix={"test": {"report": 1}})
+        return RecordFactory(kb, InstructionBuilder(ReportWriter(kb)), plan)
 
     @torch.no_grad()
     def _visual_token_counts(self) -> dict[str, int]:
