@@ -71,3 +71,18 @@ demo-check: install
 
 clean:
 	rm -rf logs outputs data/syntheye data/instructions artifacts .pytest_cache
+
+# ---- serving (grok-serve) and the browser its page tests use ----------------------------------------------------
+# Headless Chromium + chromedriver (Debian packages; Playwright/Selenium browser downloads cannot work offline) and
+# curl, installed as root where missing; `make test` depends on it through the extra prerequisite line below.
+.PHONY: web-test-tools serve
+test test-all: web-test-tools
+
+web-test-tools:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 && command -v curl >/dev/null 2>&1; \
+	then :; elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver curl >/dev/null; \
+	else echo "warning: no chromium/chromedriver; the page tests will be skipped" >&2; fi
+
+serve: install
+	$(BIN)/grok-serve $(ARGS)
