@@ -76,7 +76,7 @@ clean:
 # Headless Chromium + chromedriver (Debian packages; Playwright/Selenium browser downloads cannot work offline) and
 # curl, installed as root where missing; `make test` depends on it through the extra prerequisite line below.
 .PHONY: web-test-tools serve
-test test-all: web-test-tools
+test: web-test-tools
 
 web-test-tools:
 	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 && command -v curl >/dev/null 2>&1; \

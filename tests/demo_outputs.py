@@ -74,8 +74,25 @@ def _metrics(path: Path, configs: dict[str, DictConfig]) -> str | None:
     return None if model in models else f"has no '{model}' model (models: {sorted(models)})"
 
 
+def _predictions(folder: str, model: str | None = None) -> Callable[[DictConfig], Path]:
+    """Where grok-infer writes a model's predictions for the split (`folder`: predictions_dir or other_eye_dir)."""
+    return lambda c: Path(c[folder]) / f"{model or c.model_name}_{c.split}.jsonl"
+
+
 PROMISED: tuple[Output, ...] = (
-    Output("reports for the test split (grok-infer)", "infer", lambda c: Path(c.output), _test_predictions),
+    Output("reports for the test split (grok-infer)", "infer", _predictions("predictions_dir"), _test_predictions),
+    Output(
+        "pipeline baseline reports (grok-infer mode=rules)",
+        "infer",
+        _predictions("predictions_dir", "grok-rules"),
+        _test_predictions,
+    ),
+    Output(
+        "reports with another eye's images (grok-infer images_from=other_eye)",
+        "infer",
+        _predictions("other_eye_dir"),
+        _test_predictions,
+    ),
     Output("benchmark table (grok-eval)", "eval", lambda c: Path(c.output_dir) / "results.md", _results_table),
     Output("benchmark metrics (grok-eval)", "eval", lambda c: Path(c.output_dir) / "metrics.json", _metrics),
     Output(

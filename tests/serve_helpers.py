@@ -105,7 +105,7 @@ def build_tiny_export(root: Path) -> Path:
     from mllm_helpers import tiny_overrides, write_instruction_fixture
 
     instructions = write_instruction_fixture(root / "data")
-    cfg = compose_config("mllm", root, tiny_overrides(instructions, ["lora=full"]))
+    cfg = compose_config("mllm", root, tiny_overrides(instructions, ["adaptation=full"]))
     torch.manual_seed(0)
     module = hydra.utils.instantiate(cfg.model)
     return export_mllm(module, root / "export", cfg)

@@ -20,8 +20,14 @@ def _complete_demo_tree(root: Path) -> None:
     artifacts = root / "artifacts"
     for folder in ("predictions", "benchmark", "align", "mllm"):
         (artifacts / folder).mkdir(parents=True)
-    predictions = [{"id": eye, "prediction": "Conclusion: Normal.", "model": "grok"} for eye in eyes]
-    (artifacts / "predictions" / "grok_test.jsonl").write_text("".join(json.dumps(p) + "\n" for p in predictions))
+    (artifacts / "predictions" / "other_eye").mkdir()
+    for model, path in (
+        ("grok", "grok_test.jsonl"),
+        ("grok-rules", "grok-rules_test.jsonl"),
+        ("grok", "other_eye/grok_test.jsonl"),
+    ):
+        predictions = [{"id": eye, "prediction": "Conclusion: Normal.", "model": model} for eye in eyes]
+        (artifacts / "predictions" / path).write_text("".join(json.dumps(p) + "\n" for p in predictions))
     (artifacts / "benchmark" / "results.md").write_text(
         "# GOU benchmark\n\n| Task | Metric | grok | baseline_oracle |\n"
     )
@@ -42,6 +48,8 @@ def test_a_complete_demo_passes(tmp_path: Path, capsys) -> None:
     ("damage", "message"),
     [
         (lambda a: (a / "predictions" / "grok_test.jsonl").unlink(), "missing: reports for the test split"),
+        (lambda a: (a / "predictions" / "grok-rules_test.jsonl").unlink(), "missing: pipeline baseline reports"),
+        (lambda a: (a / "predictions" / "other_eye" / "grok_test.jsonl").unlink(), "another eye's images"),
         (lambda a: (a / "mllm" / "trainable.safetensors").unlink(), "missing: MLLM export: weights"),
         (lambda a: (a / "align" / "oct_encoder.safetensors").write_bytes(b""), "aligned OCT encoder"),
         (lambda a: (a / "benchmark" / "metrics.json").write_text('{"models": {"x": {}}}'), "has no 'grok' model"),

@@ -102,11 +102,8 @@ def test_align_search_space_names_keys_of_the_align_config(tmp_path: Path) -> No
         assert OmegaConf.select(cfg, key) is not None, key
 
 
-@pytest.mark.skipif(
-    not (config_dir() / "adaptation").is_dir(), reason="mllm_optuna names the adaptation/ group that replaces lora/"
-)
 def test_mllm_search_space_names_keys_of_the_mllm_config(tmp_path: Path) -> None:
-    cfg = compose_config("mllm", tmp_path, ["+hparams_search=mllm_optuna", "adaptation=lora"])
+    cfg = compose_config("mllm", tmp_path, ["hparams_search=mllm_optuna", "adaptation=lora"])
     assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
     assert cfg.hydra.sweeper.direction == {"max": "maximize", "min": "minimize"}[cfg.monitor_mode]
     for key in cfg.hydra.sweeper.params:

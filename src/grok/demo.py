@@ -14,14 +14,26 @@ import sys
 import time
 from pathlib import Path
 
-STAGES: tuple[tuple[str, str], ...] = (
-    ("grok-synth", "generate the SynthEye dataset (biomarker table + OCT and CFP images)"),
-    ("grok-validate", "check the table against the schema"),
-    ("grok-generate", "stage one: knowledge-guided instruction data"),
-    ("grok-train-align", "stage two: CLIP-style OCT-biomarker alignment"),
-    ("grok-train-mllm", "stage three: MLLM instruction tuning (full fine-tuning of the tiny base; LoRA for Qwen2-7B)"),
-    ("grok-infer", "reports for the held-out test split"),
-    ("grok-eval", "the GOU benchmark"),
+# (console script, its own overrides, what it does); the user's overrides follow a stage's own
+STAGES: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("grok-synth", (), "generate the SynthEye dataset (biomarker table + OCT and CFP images)"),
+    ("grok-validate", (), "check the table against the schema"),
+    ("grok-generate", (), "stage one: knowledge-guided instruction data"),
+    ("grok-train-align", (), "stage two: CLIP-style OCT-biomarker alignment"),
+    ("grok-train-mllm", (), "stage three: grounded MLLM instruction tuning (full fine-tuning of the tiny base)"),
+    ("grok-infer", (), "reports for the held-out test split"),
+    (
+        "grok-infer",
+        ("mode=rules", "model_name=grok-rules"),
+        "the pipeline baseline: read-out estimates through the knowledge engine, no language model",
+    ),
+    ("grok-infer", ("images_from=other_eye",), "input reliance: the test reports again, with another eye's images"),
+    (
+        "grok-infer",
+        ("mode=rules", "model_name=grok-rules", "images_from=other_eye"),
+        "input reliance of the pipeline baseline",
+    ),
+    ("grok-eval", (), "the GOU benchmark"),
 )
 
 
@@ -42,20 +54,22 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     env.setdefault("WANDB_MODE", "offline")
     timings: list[tuple[str, float]] = []
-    for name, purpose in STAGES:
+    for name, own, purpose in STAGES:
         if name in args.skip:
             continue
-        print(f"\n=== {name}: {purpose}", flush=True)
+        step = " ".join((name, *own))
+        print(f"\n=== {step}: {purpose}", flush=True)
         start = time.perf_counter()
-        status = subprocess.call([_executable(name), *args.overrides], env=env)
-        timings.append((name, time.perf_counter() - start))
+        status = subprocess.call([_executable(name), *own, *args.overrides], env=env)
+        timings.append((step, time.perf_counter() - start))
         if status != 0:
-            print(f"\n{name} failed with exit status {status}", file=sys.stderr)
+            print(f"\n{step} failed with exit status {status}", file=sys.stderr)
             return status
+    width = max(len(step) for step, _ in timings) + 2
     print("\n=== demo finished")
-    for name, seconds in timings:
-        print(f"{name:<20} {seconds:8.1f} s")
-    print(f"{'total':<20} {sum(s for _, s in timings):8.1f} s")
+    for step, seconds in timings:
+        print(f"{step:<{width}} {seconds:8.1f} s")
+    print(f"{'total':<{width}} {sum(s for _, s in timings):8.1f} s")
     return 0
 
 

@@ -308,7 +308,7 @@ def test_report_grounding_is_passed_through_with_source_status_and_offsets(make_
 
 
 def test_grounding_status_follows_the_persons_range_and_offsets_are_checked() -> None:
-    from grok.knowledge.base import load_knowledge_base
+    from grok.knowledge import load_knowledge_base
     from grok.serve.reports import ReportReader
 
     reader = ReportReader(load_knowledge_base(None))

@@ -76,6 +76,7 @@ def _single(cfg: DictConfig) -> bool:
 
 def _records(cfg: DictConfig, module: Any, data: DictConfig) -> tuple[list[dict], Path]:
     """The prompt records and the folder their images are relative to."""
+    from grok.grounding.spans import first_turns
     from grok.knowledge.generate import report_record_for_row
     from grok.mllm.datamodule import image_root_of, read_instructions
 
@@ -83,7 +84,7 @@ def _records(cfg: DictConfig, module: Any, data: DictConfig) -> tuple[list[dict]
         if not cfg.row.get("eye_id"):
             raise ValueError(f"row.table={cfg.row.table} needs row.eye_id ('<subject_id>_<eye>', e.g. S000123_R)")
         record, root = report_record_for_row(cfg.row.table, cfg.row.eye_id, _knowledge_base(cfg, module))
-        return [{**record, "conversations": record["conversations"][:1]}], root
+        return [first_turns(record, 1)], root
     if _single(cfg):
         images = {m: str(Path(p).resolve()) for m, p in cfg.images.items() if p}
         prefix = "".join(f"<{m}>\n" for m in ("oct", "cfp") if m in images)

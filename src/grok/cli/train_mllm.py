@@ -5,20 +5,18 @@ from __future__ import annotations
 import logging
 import time
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from grok.utils.config import hydra_entry
+from grok.utils.train import train  # imports Lightning before Hydra sets up logging (else it logs each line twice)
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> float | None:
     """Train with the shared Lightning runner, export to `export.dir`, return the monitored metric."""
-    from omegaconf import open_dict
-
     from grok.grounding.config import pin_knowledge_base
     from grok.mllm.export import export_mllm
-    from grok.utils.train import train
 
     started = time.perf_counter()
     with open_dict(cfg):

@@ -9,7 +9,7 @@ number `text[start:end]` is what the symbol renders to. Nothing is recovered by 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 # Private-use code points: never produced by the templates, the tokenizer or a user.
 MARK_OPEN, MARK_SEP, MARK_CLOSE = "\ue000", "\ue001", "\ue002"
@@ -84,3 +84,11 @@ def spans_by_turn(rows: Iterable[Sequence], turns: int, source: str = "?") -> li
             raise SpanError(f"{source}: quantity spans of turn {turn} overlap or are out of order at {row!r}")
         grouped[turn].append(Span(int(start), int(end), str(symbol)))
     return grouped
+
+
+def first_turns(record: Mapping[str, Any], count: int) -> dict[str, Any]:
+    """The record with only its first `count` turns (e.g. the prompt of a report record) and their spans."""
+    trimmed = {**record, "conversations": list(record["conversations"][:count])}
+    if SPANS_FIELD in record:
+        trimmed[SPANS_FIELD] = [row for row in record[SPANS_FIELD] if row[0] < count]
+    return trimmed

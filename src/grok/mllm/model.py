@@ -232,6 +232,9 @@ class GrokMLLM(nn.Module):
             rows = self._compact(torch.tensor(sorted(set(suppress_token_ids))))
             fallback = self.vocabulary.real_to_compact[self.vocabulary.fallback_id] if self.vocabulary else -1
             options["suppress_tokens"] = sorted({int(r) for r in rows if int(r) != int(fallback)})
+        streamer = kwargs.get("streamer")
+        if streamer is not None and hasattr(streamer, "set_quantities"):  # a streamer that writes quantity tokens
+            streamer.set_quantities(prepared.quantities)
         context = (
             self.grounding.values_in_context(prepared.quantities)
             if prepared.quantities is not None

@@ -24,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from grok.knowledge.base import KnowledgeBase, load_knowledge_base
+from grok.knowledge.base import KnowledgeBase
 from grok.serve.batching import Batcher, QueueFullError
 from grok.serve.biomarkers import schema_fields
 from grok.serve.engine import CaseError, Generated, PreparedCase, ReportEngine
@@ -81,7 +81,7 @@ class BodyLimit:
 
 def create_app(engine: ReportEngine, settings: ServeSettings, kb: KnowledgeBase | None = None) -> FastAPI:
     """The ASGI app serving `engine` (its batching queue starts and stops with the app)."""
-    kb = kb or load_knowledge_base(engine.knowledge_base)
+    kb = kb or engine.record_factory.kb
     reader = ReportReader(kb)
     limits = settings.limits
     batching = settings.batching

@@ -22,10 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from transformers.generation.streamers import BaseStreamer
 
+from grok.grounding.spans import first_turns
 from grok.mllm.collator import InstructCollator
-from grok.mllm.datamodule import InstructDataModule, InstructionDataset
+from grok.mllm.datamodule import InstructionDataset, conversation_grounding, image_transforms
 from grok.mllm.export import load_exported_mllm
-from grok.mllm.generate import generation_options
+from grok.mllm.generate import digit_token_ids, generation_options
 from grok.mllm.model import MODALITIES
 from grok.mllm.tokenizer import ENDOFTEXT, IM_END, IMAGE_PLACEHOLDERS
 
@@ -111,6 +112,7 @@ class _Detokenizer:
     count: int = 0
     started: bool = False
     done: bool = False
+    quantity_text: Callable[[int], str | None] | None = None  # grounding: a quantity token's written value
 
     def __call__(self, token_id: int) -> None:
         if self.done:
@@ -119,6 +121,12 @@ class _Detokenizer:
             self.done = True
             return
         self.count += 1
+        written = self.quantity_text(token_id) if self.quantity_text is not None else None
+        if written is not None:  # a quantity token: its value as the report writes it, then a fresh window
+            self.cache, self.printed = [], 0
+            self.started = True
+            self.emit(written)
+            return
         self.cache.append(token_id)
         text = self.tokenizer.decode(self.cache, skip_special_tokens=True)
         if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for its last byte
@@ -138,9 +146,34 @@ class _Detokenizer:
 class _BatchStreamer(BaseStreamer):
     """transformers' streamer hook: each decoding step's tokens of the whole batch, passed on per row."""
 
-    def __init__(self, to_real: Callable[[torch.Tensor], torch.Tensor], rows: Sequence[_Detokenizer | None]) -> None:
+    def __init__(
+        self,
+        to_real: Callable[[torch.Tensor], torch.Tensor],
+        rows: Sequence[_Detokenizer | None],
+        renderer: Any = None,
+    ) -> None:
         self.to_real = to_real
         self.rows = rows
+        self.renderer = renderer
+
+    def set_quantities(self, quantities: Any) -> None:
+        """Called by `GrokMLLM.generate` with the values in force: each row writes its quantity tokens from them."""
+        if quantities is None or self.renderer is None:
+            return
+        arrays = [t.tolist() for t in (quantities.values, quantities.source, quantities.low, quantities.high)]
+        estimates = quantities.estimates.tolist()
+        for index, row in enumerate(self.rows):
+            if row is not None:
+                sample = [array[index] for array in arrays]
+                row.quantity_text = self._writer(sample, estimates[index])
+
+    def _writer(self, sample: list, estimates: list) -> Callable[[int], str | None]:
+        def written(token_id: int) -> str | None:
+            if token_id not in self.renderer.symbol_of_id:
+                return None
+            return self.renderer.render([token_id], *sample, estimates)[0]
+
+        return written
 
     def put(self, value: torch.Tensor) -> None:
         if value.dim() != 1:  # the prompt (empty: generation starts from embeddings)
@@ -172,6 +205,14 @@ class ReportEngine:
         module, train_cfg = load_exported_mllm(self.model_dir)
         self.model = module.model.eval().to(device)
         self.tokenizer = module.tokenizer
+        self.renderer = module.renderer  # grounded exports write quantity tokens from their values
+        self.grounding = conversation_grounding(train_cfg.model.get("grounding"))
+        parts = module.grounding_parts
+        self.source = parts.settings.source if parts is not None else None
+        self.suppressed = (
+            digit_token_ids(self.tokenizer) if parts is not None and parts.settings.forbid_digits else None
+        )
+        self.grounded_kb = parts.conversation.kb if parts is not None else None
         self.device = torch.device(device)
         self.default_prompt = default_prompt
         self.system_prompt = train_cfg.get("system_prompt")
@@ -179,18 +220,14 @@ class ReportEngine:
         saved = OmegaConf.to_container(train_cfg.get("generation") or DictConfig({}))
         overrides = {key: value for key, value in (generation or {}).items() if value is not None}
         self.generation = generation_options({**saved, **overrides})
-        self.transforms = InstructDataModule(
-            instructions_dir=str(self.model_dir),
-            tokenizer=self.tokenizer,
-            image_transforms=train_cfg.data.image_transforms,
-        ).transforms(train=False)
+        self.transforms = image_transforms(train_cfg.data.image_transforms)
         self.modalities = tuple(m for m in MODALITIES if m in self.model.encoders and m in self.transforms)
         self.eos_id = self.tokenizer.convert_tokens_to_ids(IM_END)
         self.pad_id = self.tokenizer.convert_tokens_to_ids(ENDOFTEXT)
         self.collator = InstructCollator(self.tokenizer.pad_token_id, "left")
         self.reserved_tokens = tuple(sorted(set(self.tokenizer.all_special_tokens) | set(IMAGE_PLACEHOLDERS)))
         self.visual_tokens_per_image = self._visual_token_counts()
-        self.record_factory = self._record_factory(knowledge_base)
+        self.record_factory = self._record_factory(knowledge_base, self.grounded_kb)
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> ReportEngine:
@@ -233,6 +270,7 @@ class ReportEngine:
                     system_prompt=case.system_prompt or self.system_prompt,
                     max_length=None,
                     generation=True,
+                    grounding=self.grounding,
                 )
             except ValueError as error:  # ConversationError, InstructionFormatError
                 raise CaseError("prompt", str(error)) from error
@@ -261,19 +299,18 @@ class ReportEngine:
         columns = {"oct": "oct_path", "cfp": "cfp_path"}
         full_row = {"subject_id": "request", **row, **{columns[m]: path for m, path in image_paths.items()}}
         _, lines = self.record_factory.records(full_row, f"request_{full_row['eye']}", "test")
-        record = json.loads(lines[0])
-        record["conversations"] = record["conversations"][:1]
-        return record
+        return first_turns(json.loads(lines[0]), 1)
 
     @staticmethod
-    def _record_factory(knowledge_base: str | None) -> Any:
-        """Stage one's record builder for one report record per eye (the test split's plan)."""
-        from grok.knowledge.base import load_knowledge_base
+    def _record_factory(knowledge_base: str | None, grounded: Any = None) -> Any:
+        """Stage one's record builder for one report record per eye (the test split's plan), under the configured
+        knowledge base, else a grounded export's own, else the latest."""
+        from grok.knowledge import load_knowledge_base
         from grok.knowledge.generate import GenerationPlan, RecordFactory
         from grok.knowledge.instructions import InstructionBuilder
         from grok.knowledge.writer import ReportWriter
 
-        kb = load_knowledge_base(knowledge_base)
+        kb = load_knowledge_base(knowledge_base) if knowledge_base or grounded is None else grounded
         plan = GenerationPlan(fractions={"test": 1.0}, mix={"test": {"report": 1}})
         return RecordFactory(kb, InstructionBuilder(ReportWriter(kb)), plan)
 
@@ -285,8 +322,10 @@ class ReportEngine:
         for modality in self.modalities:
             batch[f"{modality}_pixels"] = self.transforms[modality](blank[modality])[None].to(self.device)
             batch[f"{modality}_sample_index"] = torch.zeros(1, dtype=torch.long, device=self.device)
-        visual = self.model.visual_tokens(batch)
-        return {m: int(visual[self.model.placeholder_ids[m]].tokens.shape[1]) for m in self.modalities}
+        fused = self.model.fused_tokens(batch)
+        grounding = self.model.grounding
+        preamble = {m: len(grounding.image_keys.get(m, ())) if grounding and grounding.preamble else 0 for m in fused}
+        return {m: int(fused[m][0].shape[1]) + preamble[m] for m in self.modalities}
 
     # ------------------------------------------------------------------------------------------------ generation
     @torch.no_grad()
@@ -307,7 +346,7 @@ class ReportEngine:
         ]
         vocabulary = self.model.vocabulary
         streamer = (
-            _BatchStreamer(vocabulary.to_real if vocabulary is not None else (lambda ids: ids), rows)
+            _BatchStreamer(vocabulary.to_real if vocabulary is not None else (lambda ids: ids), rows, self.renderer)
             if any(rows)
             else None
         )
@@ -321,19 +360,24 @@ class ReportEngine:
             eos_token_id=self.eos_id,
             pad_token_id=self.pad_id,
             streamer=streamer,
+            source=self.source,
+            suppress_token_ids=self.suppressed,
         )
+        quantities = generated.quantities
         results = []
-        for case, limit, ids in zip(cases, limits, generated.tolist(), strict=True):
+        for index, (case, limit, ids) in enumerate(zip(cases, limits, generated.ids.tolist(), strict=True)):
             stop = ids.index(self.eos_id) if self.eos_id in ids else None
             content = ids[:stop] if stop is not None else ids
             finish = "stop" if stop is not None and stop < limit else "length"
             content = content[:limit]
-            text = self.tokenizer.decode(content, skip_special_tokens=True).strip()
             completion = len(content) + (finish == "stop")
-            results.append(Generated(text, case.prompt_tokens, completion, finish, self._grounding(text)))
+            grounding = None
+            if quantities is None:
+                text = self.tokenizer.decode(content, skip_special_tokens=True).strip()
+            else:
+                q = quantities
+                arrays = [t[index].tolist() for t in (q.values, q.source, q.low, q.high, q.estimates)]
+                text, quoted = self.renderer.render(content, *arrays)
+                grounding = {"source": self.source, "quantities": [entry.as_dict() for entry in quoted]}
+            results.append(Generated(text, case.prompt_tokens, completion, finish, grounding))
         return results
-
-    @staticmethod
-    def _grounding(text: str) -> dict[str, Any] | None:
-        """The report's grounded quantities; None until generation returns them (the grounding rework)."""
-        return None

@@ -10,7 +10,8 @@ from typing import Any
 from grok.bench.diagnosis import parse_diagnosis
 from grok.bench.text import AnalysedText
 from grok.bench.vocabulary import build_vocabulary
-from grok.knowledge.base import KnowledgeBase, missing_value
+from grok.knowledge.base import KnowledgeBase
+from grok.knowledge.engine import missing_value
 
 # what each grounding source means to a reader of the report
 SOURCE_NAMES = {
