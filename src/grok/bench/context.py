@@ -25,6 +25,9 @@ _CLAUSE_END = re.compile(r"[;:]")
 _COMMA = re.compile(r",")
 _LIST_CONTINUATION = re.compile(r"\s*(?:or|and|nor|and/or)\b", re.IGNORECASE)
 _WORD = re.compile(r"\S+")
+_LIST_ITEM = re.compile(
+    r"\s*(?:(?:and|or|nor)\s+)?(?:[\w\-']+\s+){0,2}[\w\-']+\s*(?:,|\s(?:and|or|nor)\b)", re.IGNORECASE
+)
 
 
 class ContextRulesError(ValueError):
@@ -99,13 +102,16 @@ class ConText:
 
     @staticmethod
     def _continues_list(text: str, comma: int, starts: set[int]) -> bool:
+        """Whether the text after a comma continues a list: it starts with a term (after an optional and/or/nor),
+        or with a short item followed by another comma or conjunction ("no microaneurysms, haemorrhages or
+        drusen")."""
         rest = text[comma + 1 :]
         offset = len(rest) - len(rest.lstrip())
         conjunction = _LIST_CONTINUATION.match(rest)
         if conjunction:
             tail = rest[conjunction.end() :]
             offset = conjunction.end() + len(tail) - len(tail.lstrip())
-        return (comma + 1 + offset) in starts
+        return (comma + 1 + offset) in starts or bool(_LIST_ITEM.match(rest))
 
     def _forward(self, text, start, end, rule, context, others, starts) -> tuple[int, int]:
         stop = min([b for b in context.boundaries if b >= end] + [s for s, _, _ in others if s >= end] + [len(text)])

@@ -30,6 +30,7 @@ _UP = (
     r"greater|prominent|exceeds?|exceeding|excessive|swollen"
 )
 _DIRECTION = re.compile(rf"\b(?:(?P<down>{_DOWN})|(?P<up>{_UP}))\b", re.IGNORECASE)
+_STATEMENT_END = re.compile(r"[;:]|\b(?:but|which|whereas|although|while)\b", re.IGNORECASE)
 _NEGATION_WORD = re.compile(r"\b(?:no|not|without|neither|nor|never)\b|n't\b", re.IGNORECASE)
 
 
@@ -236,14 +237,16 @@ class AnalysedText:
     @cached_property
     def direction_statements(self) -> list[tuple[str, str]]:
         """(biomarker, 'up' | 'down') for every qualitative statement about a named biomarker ("the RNFL seems low",
-        "a thinned GC-IPL", "enlarged cup-to-disc ratio"); negated statements ("not enlarged") are left out."""
+        "a thinned GC-IPL", "HbA1c of 58 mmol/mol (7.5%), well above the threshold"); the statement is read up to
+        the next biomarker name in the sentence; negated statements ("not enlarged") are left out."""
         statements = []
-        for mention in self.biomarker_mentions:
+        names = self.biomarker_mentions
+        for i, mention in enumerate(names):
             start, end = self.sentences[mention.sentence]
-            before = re.split(r"[,;:()]", self.text[max(start, mention.start - 30) : mention.start])[-1]
-            after = re.split(
-                r"[,;:()]|\b(?:and|but|which|while)\b", self.text[mention.end : min(end, mention.end + 45)]
-            )[0]
+            previous = names[i - 1].end if i and names[i - 1].sentence == mention.sentence else start
+            following = names[i + 1].start if i + 1 < len(names) and names[i + 1].sentence == mention.sentence else end
+            before = re.split(r"[,;:()]", self.text[max(previous, mention.start - 30) : mention.start])[-1]
+            after = _STATEMENT_END.split(self.text[mention.end : min(following, mention.end + 80)])[0]
             if _NEGATION_WORD.search(before):
                 continue
             for window in (before, after):
