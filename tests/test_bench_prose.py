@@ -109,6 +109,21 @@ def test_a_negation_governs_its_phrase_not_the_rest_of_the_sentence():
     assert not analysed.stated_findings()
 
 
+def test_first_character_branches_match_exactly_like_the_plain_longest_first_alternation():
+    import re
+
+    from grok.bench.context import load_context_rules
+
+    raw = yaml.safe_load((Path(__file__).parents[1] / "src" / "grok" / "knowledge" / "context.yaml").read_text())
+    patterns = sorted((p for t in raw["triggers"] for p in t["phrases"]), key=len, reverse=True)
+    plain = re.compile(r"\b(?:" + "|".join(f"(?:{p})" for p in patterns) + r")\b", re.IGNORECASE)
+    context = load_context_rules()
+    for record in prose_fixture():
+        for start, end in analyse(record["report"]).sentences:
+            text = record["report"][start:end]
+            assert [t[:2] for t in context.sentence(text).triggers] == [m.span() for m in plain.finditer(text)], text
+
+
 def test_bad_context_rules_name_the_entry():
     with pytest.raises(ContextRulesError, match=r"rules.yaml: triggers\[0\]\.category"):
         parse_rules({"triggers": [{"category": "maybe", "phrases": ["no"]}], "conclusion": ["overall"]}, "rules.yaml")

@@ -10,6 +10,7 @@ by it. medspacy's ConText and negspacy were measured and not used; docs/benchmar
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -56,12 +57,23 @@ class ConText:
     """Compiled ConText rules: `sentence(text)` finds triggers once, `modifiers(...)` classifies terms."""
 
     def __init__(self, triggers: Sequence[tuple[str, Trigger]], terminate: Sequence[str], conclusion: Sequence[str]):
-        # one alternation, longest pattern first so "less likely" wins over "likely" at the same position
+        # one alternation, longest pattern first so "less likely" wins over "likely" at the same position. For speed
+        # the alternatives sit in one branch per first character behind a lookahead ("(?=n)(?:no...|not...)"); a
+        # pattern that can start with several characters is in each of their branches, so the order within every
+        # branch is the global longest-first order
         ordered = sorted(enumerate(triggers), key=lambda item: -len(item[1][0]))
-        self._rules = {f"c{index}": rule for index, (_, rule) in ordered}
-        self._triggers = re.compile(
-            "|".join(rf"(?P<c{index}>\b(?:{pattern})\b)" for index, (pattern, _) in ordered), re.IGNORECASE
-        )
+        self._rules: dict[str, Trigger] = {}
+        branches: dict[str, list[str]] = defaultdict(list)
+        for index, (pattern, rule) in ordered:
+            for char in sorted(first_characters(pattern) or {""}):
+                name = f"c{index}_{ord(char) if char else 0}"
+                self._rules[name] = rule
+                branches[char].append(f"(?P<{name}>{pattern})")
+        alternatives = [
+            (f"(?={re.escape(char)})" if char else "") + "(?:" + "|".join(group) + ")"
+            for char, group in sorted(branches.items(), key=lambda item: not item[0])
+        ]
+        self._triggers = re.compile(r"\b(?:" + "|".join(alternatives) + r")\b", re.IGNORECASE)
         self._terminate = re.compile(r"\b(?:" + "|".join(terminate) + r")\b", re.IGNORECASE)
         self.conclusion = re.compile(r"\b(?:" + "|".join(conclusion) + r")\b", re.IGNORECASE)
 
@@ -136,6 +148,45 @@ class ConText:
             if len(words) > rule.window:
                 begin = words[-rule.window].start()
         return begin, start
+
+
+def first_characters(pattern: str) -> set[str] | None:
+    """The lower-case characters a trigger pattern can start with (None when it cannot be told)."""
+    try:
+        from re import _constants as sre  # the stdlib's own regex parser (Python 3.11+)
+        from re import _parser
+
+        parsed = _parser.parse(pattern, re.IGNORECASE)
+    except (ImportError, re.error):
+        return None
+
+    def first(items) -> set[str] | None:
+        chars: set[str] = set()
+        for op, arg in items:
+            if op is sre.AT:
+                continue
+            if op is sre.LITERAL:
+                return chars | {chr(arg).lower()}
+            if op is sre.IN and all(kind is sre.LITERAL for kind, _ in arg):
+                return chars | {chr(value).lower() for _, value in arg}
+            if op is sre.BRANCH:
+                branches = [first(branch) for branch in arg[1]]
+                return None if any(b is None for b in branches) else chars.union(*branches)
+            if op is sre.SUBPATTERN:
+                inner = first(arg[-1])
+                return None if inner is None else chars | inner
+            if op in (sre.MAX_REPEAT, sre.MIN_REPEAT):
+                inner = first(arg[2])
+                if inner is None:
+                    return None
+                chars |= inner
+                if arg[0] > 0:
+                    return chars
+                continue  # optional: what follows may start the match
+            return None
+        return None  # can match the empty string
+
+    return first(list(parsed))
 
 
 def _check_pattern(pattern: Any, where: str) -> str:

@@ -1,6 +1,6 @@
 """External reports into the benchmark's files: a reference file (`grok-eval reference_path=`) and predictions.
 
-Two inputs: the GROK paper's released LLaVA-style JSON (a list, or JSON lines, of records with `id`, `image` (CFP),
+Two inputs: the GROK paper's released LLaVA-style JSON (a list, or JSON lines, of records with `id`, `image`,
 `octs` (OCT slices), `label` and `conversations`, the report being the first `gpt` turn) and a plain CSV of
 (id, report, label). Labels are matched to the schema's names, display names and synonyms ("DiabeticRetinopathy",
 "diabetic retinopathy", "DR"); several labels are separated by `;`, `,` or `|`. Every problem is reported with the

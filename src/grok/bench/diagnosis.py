@@ -100,9 +100,11 @@ def _parse(analysed: AnalysedText) -> DiagnosisParse:
         if resolved:
             return DiagnosisParse(resolved, "section")
     cue = analysed.vocabulary.context.conclusion
-    cues = [i for i, (s, e) in enumerate(analysed.sentences) if cue.search(analysed.text, s, e)]
-    if cues:
-        tail = set(range(cues[-1], len(analysed.sentences)))
+    last_cue = next(
+        (i for i in reversed(range(len(analysed.sentences))) if cue.search(analysed.text, *analysed.sentences[i])), None
+    )
+    if last_cue is not None:
+        tail = set(range(last_cue, len(analysed.sentences)))
         tail_mentions = [m for m in mentions if m.sentence in tail]
         resolved = _resolve(_asserted(tail_mentions, tail), tail_mentions, normal)
         if resolved:

@@ -152,7 +152,7 @@ class QuoteExtractor:
             unit = canonical_unit(match.group(2)) if match.group(2) else None
             if unit == "years" or _NOT_A_VALUE_AFTER.match(sentence, match.end(1)):
                 continue
-            if _NOT_A_VALUE_BEFORE.search(sentence, 0, start):
+            if _NOT_A_VALUE_BEFORE.search(sentence, max(0, start - 30), start):
                 continue
             end = match.end(2) if match.group(2) else match.end(1)
             number = _Number(float(match.group(1).replace(",", "")), unit, start, end)

@@ -148,11 +148,10 @@ class Vocabulary:
 class AnalysedText:
     """A report split into sentences, with ConText-aware term mentions and the numbers it quotes."""
 
-    def __init__(self, text: str, vocabulary: Vocabulary, max_number_distance: int = 60):
+    def __init__(self, text: str, vocabulary: Vocabulary):
         self.text = text
         self.vocabulary = vocabulary
         self.sentences = split_sentences(text)
-        self._max_distance = max_number_distance
         self._context: dict[int, SentenceContext] = {}
 
     def sentence_context(self, index: int) -> SentenceContext:
