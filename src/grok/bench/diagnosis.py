@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from grok.bench.text import AnalysedText, Mention
@@ -14,22 +15,6 @@ _CONCLUSION_HEADER = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 _ANY_HEADER = re.compile(r"^[ \t]*(?:#+[ \t]*|\*\*)?[A-Z][A-Za-z /-]{2,40}(?:\*\*)?[ \t]*:", re.MULTILINE)
-# Sentences that open the conclusion of a narrative.
-_CONCLUSION_CUE = re.compile(
-    r"\b(?:in conclusion|in summary|to summari[sz]e|in sum|overall|taken together|altogether|collectively|"
-    r"all things considered|final diagnosis|the diagnosis is|most consistent with|most likely|most suggestive of|"
-    r"best explained by|impression|we conclude|therefore|thus|hence|favou?rs?|in favou?r of)\b",
-    re.IGNORECASE,
-)
-# Sentences that talk about a disease without asserting it ("glaucoma would typically show an enlarged cup").
-_HYPOTHETICAL = re.compile(
-    r"\b(?:would|typically|usually|classically|characteristic(?:ally)? of|can be seen|may be seen|"
-    r"associated with|such as|differential|alternatives?|if|commonly|often|unlike|in contrast to|"
-    r"to (?:consider|distinguish|differentiate))\b",
-    re.IGNORECASE,
-)
-
-_CLAUSE_BREAK = re.compile(r";|:|\b(?:but|however|whereas|although|though|yet)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -54,22 +39,12 @@ def _conclusion_section(text: str) -> tuple[int, int] | None:
     return start, min(following, default=len(text))
 
 
-def _clause(analysed: AnalysedText, mention: Mention) -> str:
-    """The clause around a mention: its sentence cut at semicolons and contrastive words ("but", "however")."""
-    start, end = analysed.sentences[mention.sentence]
-    before = _CLAUSE_BREAK.split(analysed.text[start : mention.start])[-1]
-    after = _CLAUSE_BREAK.split(analysed.text[mention.end : end])[0]
-    return before + analysed.text[mention.start : mention.end] + after
-
-
-def _asserted(mentions: list[Mention], analysed: AnalysedText, sentences: set[int]) -> list[str]:
-    """Labels mentioned positively in assertive sentences among `sentences`, in order of appearance."""
+def _asserted(mentions: Iterable[Mention], sentences: set[int]) -> list[str]:
+    """Labels asserted in `sentences`, in order of appearance: not negated, not hypothetical, and not context about
+    the person ("in a patient with diabetes")."""
     labels: list[str] = []
     for mention in mentions:
-        if mention.negated or mention.sentence not in sentences:
-            continue
-        clause = _clause(analysed, mention)
-        if _HYPOTHETICAL.search(clause) and not _CONCLUSION_CUE.search(clause):
+        if mention.sentence not in sentences or mention.negated or mention.hypothetical or mention.historical:
             continue
         if mention.key not in labels:
             labels.append(mention.key)
@@ -85,15 +60,30 @@ def _resolve(asserted: list[str], mentions: list[Mention], normal: str) -> tuple
     return ()
 
 
+def _without_superseded(labels: tuple[str, ...], superseded_by: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """Drop a label that a more specific concluded label supersedes (KB `superseded_by`: DR over Diabetes)."""
+    return tuple(label for label in labels if not any(o in labels for o in superseded_by.get(label, ())))
+
+
 def parse_diagnosis(analysed: AnalysedText) -> DiagnosisParse:
     """The report's final diagnosis as schema label names.
 
     Order of preference: a conclusion section ("Conclusion:", "Impression:", ...); else, in narrative prose, the
-    sentences from the last conclusion cue ("overall", "in summary", "most consistent with", ...) to the end; else
-    the last sentence that asserts a disease. Negated diseases ("no signs of glaucoma", "AMD is ruled out") and
-    diseases named hypothetically ("glaucoma would typically show ...") are not diagnoses. When every disease the
-    report names is ruled out, or it concludes normal/healthy, the label is the schema's normal label.
+    concluding statement: the sentences from the last one with a conclusion phrase ("overall", "most consistent
+    with", "indicates", ... in the ConText rules) to the end; else the last sentence that asserts a disease. ConText
+    decides what is asserted: negated diseases ("no signs of glaucoma", "the absence of haemorrhage", "AMD is not
+    suspected"), hypothetical ones ("glaucoma would typically show ...", "AMD was considered", "cannot be excluded")
+    and context about the person ("in a patient with diabetes") are not diagnoses; hedged diagnoses ("most
+    consistent with early glaucomatous optic neuropathy") are stated. When every disease the report names is ruled
+    out, or it concludes normal/healthy, the label is the schema's normal label. A label that another concluded label
+    supersedes in the knowledge base is dropped.
     """
+    parse = _parse(analysed)
+    labels = _without_superseded(parse.labels, analysed.vocabulary.superseded_by)
+    return parse if labels == parse.labels else DiagnosisParse(labels, parse.source)
+
+
+def _parse(analysed: AnalysedText) -> DiagnosisParse:
     normal = analysed.vocabulary.normal_label
     mentions = analysed.label_mentions
     if not analysed.sentences:
@@ -106,26 +96,29 @@ def parse_diagnosis(analysed: AnalysedText) -> DiagnosisParse:
         for mention in mentions:
             if mention.sentence in inside and not mention.negated and mention.key not in labels:
                 labels.append(mention.key)
-        section_mentions = [m for m in mentions if m.sentence in inside]
-        resolved = _resolve(labels, section_mentions, normal)
+        resolved = _resolve(labels, [m for m in mentions if m.sentence in inside], normal)
         if resolved:
             return DiagnosisParse(resolved, "section")
-    cues = [i for i, (s, e) in enumerate(analysed.sentences) if _CONCLUSION_CUE.search(analysed.text[s:e])]
-    if cues:
-        tail = set(range(cues[-1], len(analysed.sentences)))
-        resolved = _resolve(_asserted(mentions, analysed, tail), [m for m in mentions if m.sentence in tail], normal)
+    cue = analysed.vocabulary.context.conclusion
+    last_cue = next(
+        (i for i in reversed(range(len(analysed.sentences))) if cue.search(analysed.text, *analysed.sentences[i])), None
+    )
+    if last_cue is not None:
+        tail = set(range(last_cue, len(analysed.sentences)))
+        tail_mentions = [m for m in mentions if m.sentence in tail]
+        resolved = _resolve(_asserted(tail_mentions, tail), tail_mentions, normal)
         if resolved:
             return DiagnosisParse(resolved, "conclusion")
     for index in reversed(range(len(analysed.sentences))):
-        diseases = [label for label in _asserted(mentions, analysed, {index}) if label != normal]
+        diseases = [label for label in _asserted(mentions, {index}) if label != normal]
         if diseases:
             return DiagnosisParse(tuple(diseases), "last_assertion")
     everywhere = set(range(len(analysed.sentences)))
-    resolved = _resolve(_asserted(mentions, analysed, everywhere), mentions, normal)
+    resolved = _resolve(_asserted(mentions, everywhere), mentions, normal)
     if resolved:
         return DiagnosisParse(resolved, "all_ruled_out")
     hedged = [m for m in mentions if not m.negated and m.key != normal]
-    if hedged:  # only hedged mentions ("may reflect neurodegeneration, as in Alzheimer's disease"): the last sentence's
+    if hedged:  # only hypothetical mentions ("may reflect neurodegeneration, as in Alzheimer's disease"): the last
         last = hedged[-1].sentence
         return DiagnosisParse(tuple(dict.fromkeys(m.key for m in hedged if m.sentence == last)), "hedged")
     return DiagnosisParse((), "unparsed")

@@ -12,12 +12,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from grok.bench.baselines import majority_baseline, oracle_baseline, shuffled_baseline
 from grok.bench.clinical import ClinicalScorer
+from grok.bench.facts import with_table_facts
 from grok.bench.predictions import load_predictions
-from grok.bench.references import load_references
+from grok.bench.references import Reference, load_references
 from grok.bench.report import write_outputs
 from grok.bench.rubric import DeterministicRubric
 from grok.bench.runner import GOUBenchmark, ModelScores, headline
 from grok.bench.vocabulary import build_vocabulary
+from grok.knowledge.base import KnowledgeBase
 from grok.knowledge.manifest import resolve_knowledge_base
 from grok.schema.schema import load_schema
 
@@ -35,13 +37,27 @@ def prediction_files(cfg: DictConfig) -> list[Path]:
     return sorted(Path(p) for p in glob.glob(str(cfg.predictions_glob)))
 
 
-def build_benchmark(cfg: DictConfig, references) -> GOUBenchmark:
-    """The benchmark object a config describes."""
-    schema = load_schema()
-    kb = resolve_knowledge_base(
-        cfg.knowledge_base.version, cfg.knowledge_base.path, Path(cfg.reference_path).parent, schema
+def knowledge_base(cfg: DictConfig) -> KnowledgeBase:
+    """The knowledge base the config names (`knowledge_base.version` / `.path`), else the one stage one recorded in
+    the manifest beside `reference_path`."""
+    return resolve_knowledge_base(
+        cfg.knowledge_base.version, cfg.knowledge_base.path, Path(cfg.reference_path).parent, load_schema()
     )
-    vocabulary = build_vocabulary(schema, kb)
+
+
+def evaluation_references(cfg: DictConfig, kb: KnowledgeBase) -> list[Reference]:
+    """The references of `reference_path`; those without `facts` get them from `reference_table` when given."""
+    references = load_references(cfg.reference_path, kb.schema)
+    if cfg.get("reference_table"):
+        references = with_table_facts(references, cfg.reference_table, kb)
+    return references
+
+
+def build_benchmark(cfg: DictConfig, references: list[Reference], kb: KnowledgeBase | None = None) -> GOUBenchmark:
+    """The benchmark object a config describes."""
+    kb = kb or knowledge_base(cfg)
+    schema = kb.schema
+    vocabulary = build_vocabulary(schema, kb, cfg.parser.context_rules)
     settings = instantiate(cfg.rubric, _convert_="all")
     return GOUBenchmark(
         references,
@@ -59,8 +75,11 @@ def build_benchmark(cfg: DictConfig, references) -> GOUBenchmark:
 
 def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
     """Score every predictions file and the enabled baselines; write the outputs; return the headline numbers."""
-    references = load_references(cfg.reference_path)
-    benchmark = build_benchmark(cfg, references)
+    kb = knowledge_base(cfg)
+    references = evaluation_references(cfg, kb)
+    benchmark = build_benchmark(cfg, references, kb)
+    if benchmark.facts_missing:
+        log.warning("task 3 not scored: %s", benchmark.facts_missing)
     ids = [r.id for r in references]
     results: list[ModelScores] = []
     files = prediction_files(cfg)
@@ -87,6 +106,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
             results.append(benchmark.score(f"baseline_{name}", baselines[name]()))
     context = {
         "reference_path": str(cfg.reference_path),
+        "reference_table": None if not cfg.get("reference_table") else str(cfg.reference_table),
         "n_references": len(references),
         "config": OmegaConf.to_container(cfg, resolve=False),
     }

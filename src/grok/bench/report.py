@@ -82,6 +82,10 @@ def markdown_table(results: Sequence[ModelScores]) -> str:
         for r in results
         if r.issues or r.metrics["n_failures"]
     ]
+    not_scored = next((r.metrics["not_scored"] for r in results if "not_scored" in r.metrics), None)
+    if not_scored:
+        notes.append(f"- Task 3 not scored: {not_scored['task3']}.")
+        notes.append(f"- Rubric not scored: {', '.join(not_scored['rubric']['dimensions'])} (same reason).")
     meteor = next(
         (r.metrics["task2"].get("meteor_unavailable") for r in results if "meteor_unavailable" in r.metrics["task2"]),
         None,
@@ -102,7 +106,8 @@ def plot_headline(results: Sequence[ModelScores], path: Path) -> Path:
     width = 0.8 / max(len(results), 1)
     positions = np.arange(len(HEADLINE))
     for i, result in enumerate(results):
-        values = [_lookup(result.metrics, p) or 0.0 for p in _CI_KEYS]
+        values = [_lookup(result.metrics, p) for p in _CI_KEYS]
+        values = [float("nan") if v is None else float(v) for v in values]  # not scored: no bar
         values[-1] = values[-1] / 100.0
         axis.bar(positions + i * width, values, width, label=result.model)
     axis.set_xticks(

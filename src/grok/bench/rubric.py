@@ -19,6 +19,9 @@ Dimension (range): how it is computed here.
   biomarkers; 0 when none is quoted. A text-only proxy: whether the image is seen correctly needs the LLM judge.
 - ErrorSeverityPenalty (-15..0): per missed disease label `missed_disease`, per false disease label
   `false_disease`, per fabricated value `fabricated_value` (config), floor -15.
+
+Without `facts` (external references and no `reference_table`) only DiagnosisAccuracy and CoverageCompleteness are
+scored; the others (FACT_DIMENSIONS) and the total are reported as not scored.
 """
 
 from __future__ import annotations
@@ -42,6 +45,15 @@ DIMENSIONS = {
     "ImageBiomarkerAlignment": (0, 10),
     "ErrorSeverityPenalty": (-15, 0),
 }
+# Dimensions that compare the report with the eye's `facts` (measurements, findings): not scored without them.
+FACT_DIMENSIONS = (
+    "QuantitativeAccuracy",
+    "QualitativeAccuracy",
+    "EvidenceGrounding",
+    "ReasoningConsistency",
+    "ImageBiomarkerAlignment",
+    "ErrorSeverityPenalty",
+)
 QUOTE_DEDUCTIONS = {"correct": 0, "near": 1, "unit_mismatch": 1, "off": 2, "contradicts": 3, "hallucinated": 3}
 _EYE = {
     "R": re.compile(r"\b(?:right eye|OD|oculus dexter)\b", re.IGNORECASE),
@@ -78,8 +90,10 @@ class RubricScore:
         """Sum of the dimensions (at most 100)."""
         return float(sum(vars(self).values()))
 
-    def as_dict(self) -> dict[str, float]:
-        """Dimensions and total, JSON-ready."""
+    def as_dict(self, without_facts: bool = False) -> dict[str, float]:
+        """Dimensions and total, JSON-ready; `without_facts`: only the dimensions scored without facts, no total."""
+        if without_facts:
+            return {k: v for k, v in vars(self).items() if k not in FACT_DIMENSIONS}
         return {**vars(self), "total": self.total}
 
 
@@ -115,6 +129,23 @@ class DeterministicRubric:
             return 10.0
         return 5.0 if predicted & truth else 0.0
 
+    def score_without_facts(
+        self, reference: Reference, analysed: AnalysedText, predicted: Sequence[str]
+    ) -> RubricScore:
+        """The dimensions that need no `facts` (DiagnosisAccuracy, CoverageCompleteness); the others stay 0 and
+        are reported as not scored."""
+        rubric = RubricScore()
+        if analysed.text.strip():
+            rubric.DiagnosisAccuracy = self.diagnosis_accuracy(
+                set(predicted), set(reference.labels), analysed, reference.eye
+            )
+            rubric.CoverageCompleteness = self.coverage(analysed)
+        return rubric
+
+    def coverage(self, analysed: AnalysedText) -> float:
+        """CoverageCompleteness points: 2 per region named."""
+        return 2.0 * sum(bool(p.search(analysed.text)) for p in self.regions.values())
+
     def score(self, reference: Reference, analysed: AnalysedText, clinical: ClinicalScore) -> RubricScore:
         """All eight dimensions for one report."""
         rubric = RubricScore()
@@ -128,7 +159,7 @@ class DeterministicRubric:
         rubric.QualitativeAccuracy = 15.0 * clinical.finding_f1
         rubric.EvidenceGrounding = self._grounding(reference, analysed, clinical)
         rubric.ReasoningConsistency = self._consistency(analysed, clinical)
-        rubric.CoverageCompleteness = 2.0 * sum(bool(p.search(analysed.text)) for p in self.regions.values())
+        rubric.CoverageCompleteness = self.coverage(analysed)
         image_quotes = [q for q in clinical.quotes if q.biomarker in self.image_biomarkers]
         if image_quotes:
             rubric.ImageBiomarkerAlignment = 10.0 * sum(q.status == "correct" for q in image_quotes) / len(image_quotes)

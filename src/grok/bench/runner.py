@@ -12,11 +12,12 @@ from tqdm.auto import tqdm
 from grok.bench.bootstrap import bootstrap_ci
 from grok.bench.classification import classification_metrics, confusion_counts, multi_hot
 from grok.bench.clinical import ClinicalScorer
-from grok.bench.diagnosis import parse_diagnosis
+from grok.bench.diagnosis import DiagnosisParse, parse_diagnosis
+from grok.bench.facts import facts_status
 from grok.bench.predictions import Prediction
 from grok.bench.references import Reference
 from grok.bench.report_quality import EmbeddingSimilarity, MeteorScorer, report_quality
-from grok.bench.rubric import DIMENSIONS, DeterministicRubric
+from grok.bench.rubric import DIMENSIONS, FACT_DIMENSIONS, DeterministicRubric
 from grok.bench.text import AnalysedText, Vocabulary
 from grok.schema.schema import Schema
 
@@ -60,6 +61,7 @@ class GOUBenchmark:
         self.resamples = bootstrap_resamples
         self.seed = seed
         self.judge = judge
+        self.facts_missing = facts_status(self.references)  # why task 3 cannot be scored; None when it can
 
     def score(self, model: str, predictions: Sequence[Prediction], issues: Sequence[str] = ()) -> ModelScores:
         """Task 1, 2 and 3 metrics (with bootstrap CIs) of predictions aligned one-to-one with the references."""
@@ -71,16 +73,9 @@ class GOUBenchmark:
         ):
             analysed = AnalysedText(prediction.text, self.vocabulary)
             parse = parse_diagnosis(analysed)
-            clinical = self.clinical.score(reference, analysed, parse)
-            rubric = self.rubric.score(reference, analysed, clinical)
             parsed_labels.append(list(parse.labels))
             records.append(
-                {
-                    **clinical.as_dict(),
-                    "reference_labels": list(reference.labels),
-                    "rubric": rubric.as_dict(),
-                    "empty_prediction": not prediction.text.strip(),
-                }
+                {**self._report_record(reference, analysed, parse), "empty_prediction": not prediction.text.strip()}
             )
         truth = [list(r.labels) for r in references]
         scores = None
@@ -98,13 +93,33 @@ class GOUBenchmark:
             for record, value in zip(records, values, strict=True):
                 record[key] = value
         metrics["task2"] = quality
-        metrics["task3"] = self._task3_summary(records)
-        metrics["rubric"] = {name: float(np.mean([r["rubric"][name] for r in records])) for name in DIMENSIONS}
-        metrics["rubric"]["total"] = float(np.mean([r["rubric"]["total"] for r in records]))
+        scored = [name for name in DIMENSIONS if self.facts_missing is None or name not in FACT_DIMENSIONS]
+        metrics["rubric"] = {name: float(np.mean([r["rubric"][name] for r in records])) for name in scored}
+        if self.facts_missing is None:
+            metrics["task3"] = self._task3_summary(records)
+            metrics["rubric"]["total"] = float(np.mean([r["rubric"]["total"] for r in records]))
+        else:
+            metrics["not_scored"] = {
+                "task3": self.facts_missing,
+                "rubric": {"dimensions": [*FACT_DIMENSIONS, "total"], "reason": self.facts_missing},
+            }
         if self.judge is not None:
             metrics["judge"] = self.judge.evaluate(references, predictions, parsed_labels)
         metrics["ci95"] = self._confidence(truth, parsed_labels, records)
         return ModelScores(model, metrics, records, confusion_counts(truth, parsed_labels, labels), list(issues))
+
+    def _report_record(self, reference: Reference, analysed: AnalysedText, parse: DiagnosisParse) -> dict[str, Any]:
+        """One report's task-3 detail and rubric points (task 3 and the fact-based rubric items only with facts)."""
+        record: dict[str, Any]
+        if self.facts_missing is None:
+            clinical = self.clinical.score(reference, analysed, parse)
+            rubric = self.rubric.score(reference, analysed, clinical)
+            record = clinical.as_dict()
+        else:
+            rubric = self.rubric.score_without_facts(reference, analysed, parse.labels)
+            record = {"id": reference.id, "predicted_labels": list(parse.labels), "diagnosis_source": parse.source}
+        fact_free = self.facts_missing is not None
+        return {**record, "reference_labels": list(reference.labels), "rubric": rubric.as_dict(fact_free)}
 
     @staticmethod
     def _task3_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -131,8 +146,7 @@ class GOUBenchmark:
         labels = self.schema.label_names
         y_true, y_pred = multi_hot(truth, labels), multi_hot(predicted, labels)
         exact = (y_true == y_pred).all(axis=1).astype(float)
-        arrays = {k: np.array([float(r[k]) for r in records]) for k in ("score", "rouge_l")}
-        totals = np.array([r["rubric"]["total"] for r in records])
+        rouge = np.array([float(r["rouge_l"]) for r in records])
 
         true_positive = (y_true & y_pred).astype(float)
         false_total = (y_true ^ y_pred).astype(float)  # false positives + false negatives
@@ -144,26 +158,25 @@ class GOUBenchmark:
             f1 = np.divide(2 * tp, 2 * tp + wrong, out=np.zeros_like(tp), where=(2 * tp + wrong) > 0)
             return float(f1[present].mean()) if present.any() else 0.0
 
-        return bootstrap_ci(
-            {
-                "accuracy": lambda i: float(exact[i].mean()),
-                "macro_f1": macro_f1,
-                "rouge_l": lambda i: float(arrays["rouge_l"][i].mean()),
-                "clinical_score": lambda i: float(arrays["score"][i].mean()),
-                "rubric_total": lambda i: float(totals[i].mean()),
-            },
-            len(records),
-            self.resamples,
-            seed=self.seed,
-        )
+        statistics = {
+            "accuracy": lambda i: float(exact[i].mean()),
+            "macro_f1": macro_f1,
+            "rouge_l": lambda i: float(rouge[i].mean()),
+        }
+        if self.facts_missing is None:
+            clinical = np.array([float(r["score"]) for r in records])
+            totals = np.array([r["rubric"]["total"] for r in records])
+            statistics["clinical_score"] = lambda i: float(clinical[i].mean())
+            statistics["rubric_total"] = lambda i: float(totals[i].mean())
+        return bootstrap_ci(statistics, len(records), self.resamples, seed=self.seed)
 
 
 def headline(metrics: Mapping[str, Any]) -> dict[str, float | None]:
-    """The five headline numbers of a model's metrics."""
+    """The five headline numbers of a model's metrics (None for what was not scored)."""
     return {
         "accuracy": metrics["task1"]["accuracy"],
         "macro_f1": metrics["task1"]["macro_f1"],
         "rouge_l": metrics["task2"]["rouge_l"],
-        "clinical_score": metrics["task3"]["clinical_score"],
-        "rubric_total": metrics["rubric"]["total"],
+        "clinical_score": metrics.get("task3", {}).get("clinical_score"),
+        "rubric_total": metrics["rubric"].get("total"),
     }

@@ -87,6 +87,18 @@ def eye_ids(table: pd.DataFrame) -> list[str]:
     return ids
 
 
+IMAGE_COLUMNS = {"oct": "oct_path", "cfp": "cfp_path"}
+
+
+def eye_case(row: Mapping[str, Any], eye_id: str, kb: KnowledgeBase) -> EyeCase:
+    """Evaluate one table row into an EyeCase: the engine's assessment and the conclusion its report states (also
+    used by the benchmark to compute `facts` for external references from their biomarker table)."""
+    assessment = evaluate_row(row, kb)
+    labels = tuple(parse_labels(row.get(kb.schema.label_column), kb.schema))
+    images = {m: str(row[c]) for m, c in IMAGE_COLUMNS.items() if not missing_value(row.get(c))}
+    return EyeCase(eye_id, str(row["eye"]), images, labels, assessment, conclude(assessment, labels))
+
+
 class RecordFactory:
     """Builds every record of one eye (deterministic in the eye id, the seed and the plan)."""
 
@@ -94,15 +106,10 @@ class RecordFactory:
         self.kb = kb
         self.builder = builder
         self.plan = plan
-        self.label_column = kb.schema.label_column
-        self.image_columns = {"oct": "oct_path", "cfp": "cfp_path"}
 
     def case(self, row: Mapping[str, Any], eye_id: str) -> EyeCase:
         """Evaluate one row into an EyeCase."""
-        assessment = evaluate_row(row, self.kb)
-        labels = tuple(parse_labels(row.get(self.label_column), self.kb.schema))
-        images = {m: str(row[c]) for m, c in self.image_columns.items() if not missing_value(row.get(c))}
-        return EyeCase(eye_id, str(row["eye"]), images, labels, assessment, conclude(assessment, labels))
+        return eye_case(row, eye_id, self.kb)
 
     def style(self, split: str, rng: PhraseRng) -> str:
         """The answer style of a report record, drawn from the split's style weights."""
