@@ -16,7 +16,7 @@ from grok.grounding.model import QuantityGrounding, ResolvedQuantities, ValueEmb
 from grok.grounding.render import ReportRenderer
 from grok.grounding.values import SOURCE_CODES, QuantityStatistics, table_from_values
 from grok.mllm.collator import InstructCollator
-from grok.mllm.generate import generate_batch
+from grok.mllm.generate import NumberGuard, generate_batch
 from grok.mllm.tokenizer import build_qwen2_tokenizer
 from helpers import compose_config
 from mllm_helpers import tiny_overrides, write_instruction_fixture
@@ -159,7 +159,7 @@ def test_a_generated_quantity_token_renders_exactly_the_value_the_prompt_states(
     ids = module.tokenizer.convert_tokens_to_ids(["<q:age_years>", "<|im_end|>"])
     rows = module.model.vocabulary.to_compact(torch.tensor(ids)).tolist()
     (report,) = generate_batch(
-        module.model, module.tokenizer, batch, module.renderer, "auto", True,
+        module.model, module.tokenizer, batch, module.renderer, "auto", NumberGuard(module.tokenizer),
         max_new_tokens=3, logits_processor=LogitsProcessorList([ForceSequence(rows)]),
     )  # fmt: skip
     assert report.text == stated_age
@@ -181,3 +181,14 @@ def test_grounding_none_keeps_free_digits_and_no_grounding_module(instructions, 
     assert dataset[0]["input_ids"] == expected.input_ids and "quantity_values" not in dataset[0]
     grounded = hydra.utils.instantiate(compose_config("mllm", tmp_path / "g", tiny_overrides(instructions)).data)
     assert grounded.build_dataset("train")[0]["input_ids"] != expected.input_ids  # the age became one token
+
+
+def test_the_number_guard_lets_a_digit_continue_a_word_but_never_start_a_number(tokenizer) -> None:
+    guard = NumberGuard(tokenizer).processor()
+    hba, space, one = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in ("HbA", "normal (", "1"))
+    scores = torch.zeros(3, len(tokenizer))
+    guarded = guard(torch.tensor([[hba[-1]], [space[-1]], [one[-1]]]), scores)
+    digit = one[0]
+    assert guarded[0, digit] == 0  # 'HbA' + '1' + 'c'
+    assert guarded[1, digit] == -math.inf and guarded[2, digit] == -math.inf  # after punctuation, after a digit
+    assert guard(torch.zeros(1, 0, dtype=torch.long), torch.zeros(1, len(tokenizer)))[0, digit] == -math.inf

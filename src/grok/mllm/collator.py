@@ -13,7 +13,7 @@ from torch.utils.data import Sampler
 from grok.mllm.chat import IGNORE_INDEX
 from grok.mllm.model import MODALITIES
 
-QUANTITY_FIELDS = ("quantity_values", "quantity_stated", "quantity_low", "quantity_high")
+QUANTITY_FIELDS = ("quantity_values", "quantity_stated", "quantity_low", "quantity_high", "readout_values")
 
 
 class InstructCollator:
@@ -60,7 +60,7 @@ class InstructCollator:
                 batch[key] = torch.stack(tensors) if tensors else None
                 batch[f"{modality}_sample_index"] = torch.tensor(owners, dtype=torch.long)
         for key in QUANTITY_FIELDS:  # grounding's value tables: [B, K]
-            if key in items[0]:
+            if all(key in item for item in items):
                 batch[key] = torch.as_tensor(np.stack([item[key] for item in items]))
         for key in ("reference", "labels_names", "quantity_sex"):
             if any(key in item for item in items):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from grok.data.io import read_cfp, read_oct
 from grok.data.transforms import build_transform
 from grok.grounding.config import GroundingSettings, knowledge_base_of, quantity_tokens_of
 from grok.grounding.conversation import ConversationGrounding
+from grok.grounding.counterfactual import CounterfactualRecords
 from grok.mllm.chat import DEFAULT_SYSTEM_PROMPT, encode_conversation
 from grok.mllm.collator import InstructCollator, LengthGroupedSampler
 from grok.mllm.model import MODALITIES
@@ -67,7 +69,9 @@ class InstructionDataset(Dataset):
 
     With `grounding`, every stated number is a quantity token and each item carries the record's value table: every
     value of its facts for training (teacher forcing), only what the prompt states (plus, with `input_columns="all"`,
-    its table row) for generation.
+    its table row) for generation. With `counterfactuals` (training), an item is, with `counterfactual_probability`,
+    a counterfactual variant of its record (grok.grounding.counterfactual), drawn afresh each `epoch`; its
+    `readout_values` stay the eye's own.
     """
 
     def __init__(
@@ -81,32 +85,66 @@ class InstructionDataset(Dataset):
         generation: bool = False,
         grounding: ConversationGrounding | None = None,
         input_columns: str | None = None,
+        counterfactuals: CounterfactualRecords | None = None,
+        counterfactual_probability: float = 0.0,
+        seed: int = 0,
     ) -> None:
         self.records = list(records)
+        self.tokenizer = tokenizer
         self.image_root = Path(image_root)
         self.transforms = dict(transforms)
+        self.system_prompt = system_prompt
+        self.max_length = max_length
         self.generation = generation
+        self.grounding = grounding
+        self.input_columns = input_columns
+        self.counterfactuals = counterfactuals if not generation else None
+        self.counterfactual_probability = float(counterfactual_probability)
+        self.seed = seed
+        self.epoch = 0  # set by the training module each epoch: counterfactual draws depend on (seed, epoch, index)
         self.features: dict[str, Mapping[str, torch.Tensor]] = {}
         self.encoded = []
         self.tables = []
         for record in self.records:
-            turns = grounding.grounded_turns(record) if grounding is not None else record["conversations"]
-            if generation:
-                first_answer = next((i for i, t in enumerate(turns) if t.get("from") in ("gpt", "assistant")), None)
-                turns = turns[:first_answer] if first_answer is not None else turns
-            encoded = encode_conversation(
-                tokenizer,
-                turns,
-                system_prompt=system_prompt,
-                add_generation_prompt=generation,
-                max_length=max_length,
-                record_id=record.get("_source", record.get("id", "?")),
-            )
+            encoded, table = self._encode(record)
             self.encoded.append(encoded)
-            self._check_placeholders(record, turns)
-            if grounding is not None:
-                table = grounding.input_table(record, input_columns) if generation else grounding.training_table(record)
-                self.tables.append(table.as_item())
+            if table is not None:
+                self.tables.append(table)
+
+    def _encode(self, record: Mapping[str, Any]) -> tuple[Any, dict[str, Any] | None]:
+        """A record's encoded conversation (numbers as quantity tokens with grounding) and its value table."""
+        grounding = self.grounding
+        turns = grounding.grounded_turns(record) if grounding is not None else record["conversations"]
+        if self.generation:
+            first_answer = next((i for i, t in enumerate(turns) if t.get("from") in ("gpt", "assistant")), None)
+            turns = turns[:first_answer] if first_answer is not None else turns
+        encoded = encode_conversation(
+            self.tokenizer,
+            turns,
+            system_prompt=self.system_prompt,
+            add_generation_prompt=self.generation,
+            max_length=self.max_length,
+            record_id=record.get("_source", record.get("id", "?")),
+        )
+        self._check_placeholders(record, turns)
+        if grounding is None:
+            return encoded, None
+        if self.generation:
+            return encoded, grounding.input_table(record, self.input_columns).as_item()
+        return encoded, grounding.training_table(record).as_item()
+
+    def _counterfactual(self, index: int) -> tuple[Any, dict[str, Any]] | None:
+        """This epoch's counterfactual variant of record `index`, encoded, or None (drawn against the probability)."""
+        if self.counterfactuals is None or self.counterfactual_probability <= 0:
+            return None
+        rng = random.Random(f"{self.seed}:{self.epoch}:{index}")
+        if rng.random() >= self.counterfactual_probability:
+            return None
+        variant = self.counterfactuals.variant(self.records[index], rng)
+        if variant is None:
+            return None
+        encoded, table = self._encode(variant)
+        return encoded, table
 
     @staticmethod
     def _check_placeholders(record: Mapping[str, Any], turns: Sequence[Mapping[str, str]]) -> None:
@@ -136,9 +174,14 @@ class InstructionDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record, encoded = self.records[index], self.encoded[index]
+        table = self.tables[index] if self.tables else None
+        counterfactual = self._counterfactual(index)
+        if counterfactual is not None:
+            encoded, table = counterfactual[0], {**counterfactual[1], "readout_values": table["quantity_values"]}
         item: dict[str, Any] = {"id": record.get("id"), "input_ids": encoded.input_ids}
-        if self.tables:
-            item.update(self.tables[index])
+        if table is not None:
+            item.update(table)
+            item.setdefault("readout_values", table["quantity_values"])
         if self.generation:
             turns = record["conversations"]
             item["reference"] = next((t.get("value") for t in turns if t.get("from") in ("gpt", "assistant")), None)
@@ -221,6 +264,7 @@ class InstructDataModule(L.LightningDataModule):
         image_root: str | None = None,
         seed: int = 0,
         grounding: Mapping[str, Any] | None = None,
+        counterfactual: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.instructions_dir = Path(instructions_dir)
@@ -239,8 +283,24 @@ class InstructDataModule(L.LightningDataModule):
         self.explicit_image_root = image_root
         self.seed = seed
         self.grounding = conversation_grounding(grounding)
+        self.counterfactual = dict(counterfactual or {"probability": 0.0})
         self.datasets: dict[str, InstructionDataset] = {}
         self.features: dict[str, Mapping[str, torch.Tensor]] = {}
+
+    def _counterfactuals(self, records: Sequence[Mapping[str, Any]]) -> CounterfactualRecords | None:
+        """The counterfactual writer of the training records (grounding only; probability 0 turns it off)."""
+        if self.grounding is None or float(self.counterfactual.get("probability", 0.0)) <= 0:
+            return None
+        manifest = self.instructions_dir / "manifest.json"
+        config = json.loads(manifest.read_text(encoding="utf-8")).get("config", {}) if manifest.is_file() else {}
+        return CounterfactualRecords(
+            records,
+            self.grounding.kb,
+            self.grounding.tokens.keys,
+            swap_share=float(self.counterfactual.get("swap_share", 0.5)),
+            style_weights=(config.get("style_weights") or {}).get("train"),
+            seed=int(config.get("seed", 0)),
+        )
 
     @property
     def image_root(self) -> Path:
@@ -272,6 +332,9 @@ class InstructDataModule(L.LightningDataModule):
             max_length=self.max_length,
             generation=generation,
             grounding=self.grounding,
+            counterfactuals=self._counterfactuals(records) if split == "train" and not generation else None,
+            counterfactual_probability=float(self.counterfactual.get("probability", 0.0)),
+            seed=self.seed,
         )
         dataset.features.update(self.features)
         return dataset

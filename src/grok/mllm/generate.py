@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+from transformers import LogitsProcessor
 
 from grok.grounding.render import QuotedQuantity, ReportRenderer
 from grok.mllm.collator import InstructCollator
@@ -42,10 +44,46 @@ class GeneratedReport:
     grounding: list[QuotedQuantity] | None = None
 
 
-def digit_token_ids(tokenizer: Any) -> list[int]:
-    """Ids of every ordinary token that spells a digit (what a grounded report may never emit)."""
-    special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_encoder.values())
-    return sorted(i for t, i in tokenizer.get_vocab().items() if i not in special and any(c.isdigit() for c in t))
+class NumberGuard:
+    """Keeps a grounded model from writing a number in digits: a digit token may only continue a word ('HbA1c'),
+    never follow a space, punctuation or another number's start (what the benchmark counts as a free-typed number)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_encoder.values())
+        vocabulary = tokenizer.get_vocab()
+        self.size = len(tokenizer)
+        self.digit_ids = sorted(i for t, i in vocabulary.items() if i not in special and any(c.isdigit() for c in t))
+        self.word_end_ids = sorted(i for t, i in vocabulary.items() if i not in special and t[-1:].isalpha())
+
+    def processor(self, vocabulary: Any = None) -> LogitsProcessor:
+        """The logits processor over the model's rows (the trimmed vocabulary's, when it has one)."""
+        size = vocabulary.size if vocabulary is not None else self.size
+
+        def rows(ids: list[int]) -> torch.Tensor:
+            mask = torch.zeros(size, dtype=torch.bool)
+            if ids:
+                tensor = torch.tensor(ids)
+                if vocabulary is not None:
+                    kept = vocabulary.real_to_compact[tensor] != vocabulary.real_to_compact[vocabulary.fallback_id]
+                    tensor = vocabulary.real_to_compact[tensor[kept]]
+                mask[tensor] = True
+            return mask
+
+        return _NumberGuardProcessor(rows(self.digit_ids), rows(self.word_end_ids))
+
+
+class _NumberGuardProcessor(LogitsProcessor):
+    def __init__(self, digits: torch.Tensor, word_ends: torch.Tensor) -> None:
+        self.digits, self.word_ends = digits, word_ends
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        digits, word_ends = self.digits.to(scores.device), self.word_ends.to(scores.device)
+        if input_ids.shape[1]:
+            banned = ~word_ends[input_ids[:, -1].clamp(0, word_ends.numel() - 1)]
+        else:
+            banned = torch.ones(scores.shape[0], dtype=torch.bool, device=scores.device)
+        mask = banned[:, None] & digits[None, : scores.shape[1]]
+        return scores.masked_fill(mask, -math.inf)
 
 
 @torch.no_grad()
@@ -55,11 +93,11 @@ def generate_batch(
     batch: Mapping[str, Any],
     renderer: ReportRenderer | None = None,
     source: str | None = "auto",
-    forbid_digits: bool = False,
+    number_guard: NumberGuard | None = None,
     **options: Any,
 ) -> list[GeneratedReport]:
     """Replies for one collated (left-padded) batch; with grounding (`renderer` required) values come from `source`
-    and quantity tokens are written from them; `forbid_digits` suppresses every digit token."""
+    and quantity tokens are written from them; `number_guard` keeps it from starting a number in digits."""
     if model.grounding is not None and renderer is None:
         raise ValueError("a grounded model writes quantity tokens: generate_batch needs its ReportRenderer")
     output = model.generate(
@@ -67,7 +105,7 @@ def generate_batch(
         eos_token_id=tokenizer.convert_tokens_to_ids(IM_END),
         pad_token_id=tokenizer.convert_tokens_to_ids(ENDOFTEXT),
         source=source,
-        suppress_token_ids=digit_token_ids(tokenizer) if forbid_digits else None,
+        number_guard=number_guard,
         **options,
     )
     if output.quantities is None:
@@ -106,10 +144,11 @@ def generate_reports(
         collate_fn=InstructCollator(tokenizer.pad_token_id, "left"),
     )
     options = generation_options(settings or {})
+    guard = NumberGuard(tokenizer) if forbid_digits else None
     model.eval().to(device)
     for batch in tqdm(loader, desc="generating reports", disable=not progress):
         batch = {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
-        reports = generate_batch(model, tokenizer, batch, renderer, source, forbid_digits, **options)
+        reports = generate_batch(model, tokenizer, batch, renderer, source, guard, **options)
         for record_id, report, reference in zip(
             batch["ids"], reports, batch.get("reference", [None] * len(reports)), strict=True
         ):

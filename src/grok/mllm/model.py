@@ -182,7 +182,8 @@ class GrokMLLM(nn.Module):
         lm_loss = self.supervised_loss(selected, target_rows)
         outputs = {"loss": lm_loss, "lm_loss": lm_loss, "tokens": supervised.sum()}
         if self.grounding is not None:
-            readout = self.grounding.readout_loss(prepared.fused, batch["quantity_values"].float())
+            truth = batch.get("readout_values", batch["quantity_values"])  # the eye's own (counterfactuals differ)
+            readout = self.grounding.readout_loss(prepared.fused, truth.float())
             outputs["readout_loss"] = readout
             outputs["loss"] = lm_loss + self.grounding.readout_loss_weight * readout
         return outputs
@@ -210,14 +211,14 @@ class GrokMLLM(nn.Module):
         eos_token_id: int | None = None,
         pad_token_id: int | None = None,
         source: str | None = "auto",
-        suppress_token_ids: list[int] | None = None,
+        number_guard: Any = None,
         **kwargs: Any,
     ) -> GenerationOutput:
         """Generate continuations (real token ids, [B, <=max_new_tokens], padded with `pad_token_id`).
 
         The prompt is left-padded after splicing and decoded with the KV cache by transformers' `generate`. With
         grounding, values come from `source` (auto / input / readout); every quantity token generated is embedded with
-        its value; `suppress_token_ids` (real ids, e.g. digit tokens) are never emitted.
+        its value; `number_guard` (grok.mllm.generate.NumberGuard) keeps the model from starting a number in digits.
         """
         prepared = self.prepare_inputs(batch, padding_side="left", source=source if self.grounding else None)
         spliced = prepared.spliced
@@ -228,10 +229,9 @@ class GrokMLLM(nn.Module):
             options["eos_token_id"] = int(self._compact(torch.tensor(eos_token_id)))
         if pad_token_id is not None:
             options["pad_token_id"] = int(self._compact(torch.tensor(pad_token_id)))
-        if suppress_token_ids:
-            rows = self._compact(torch.tensor(sorted(set(suppress_token_ids))))
-            fallback = self.vocabulary.real_to_compact[self.vocabulary.fallback_id] if self.vocabulary else -1
-            options["suppress_tokens"] = sorted({int(r) for r in rows if int(r) != int(fallback)})
+        if number_guard is not None:
+            processors = list(options.pop("logits_processor", None) or [])
+            options["logits_processor"] = [*processors, number_guard.processor(self.vocabulary)]
         streamer = kwargs.get("streamer")
         if streamer is not None and hasattr(streamer, "set_quantities"):  # a streamer that writes quantity tokens
             streamer.set_quantities(prepared.quantities)

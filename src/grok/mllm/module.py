@@ -157,6 +157,12 @@ class InstructModule(L.LightningModule):
             )
             datamodule.attach_features(modality, features)
 
+    def on_train_epoch_start(self) -> None:
+        """Counterfactual training records are drawn afresh each epoch (grok.grounding.counterfactual)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and "train" in getattr(datamodule, "datasets", {}):
+            datamodule.datasets["train"].epoch = self.current_epoch
+
     # ---- steps -------------------------------------------------------------------------------------------------
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         output = self.model(batch)

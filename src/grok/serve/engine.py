@@ -26,7 +26,7 @@ from grok.grounding.spans import first_turns
 from grok.mllm.collator import InstructCollator
 from grok.mllm.datamodule import InstructionDataset, conversation_grounding, image_transforms
 from grok.mllm.export import load_exported_mllm
-from grok.mllm.generate import digit_token_ids, generation_options
+from grok.mllm.generate import NumberGuard, generation_options
 from grok.mllm.model import MODALITIES
 from grok.mllm.tokenizer import ENDOFTEXT, IM_END, IMAGE_PLACEHOLDERS
 
@@ -209,9 +209,7 @@ class ReportEngine:
         self.grounding = conversation_grounding(train_cfg.model.get("grounding"))
         parts = module.grounding_parts
         self.source = parts.settings.source if parts is not None else None
-        self.suppressed = (
-            digit_token_ids(self.tokenizer) if parts is not None and parts.settings.forbid_digits else None
-        )
+        self.number_guard = NumberGuard(self.tokenizer) if parts is not None and parts.settings.forbid_digits else None
         self.grounded_kb = parts.conversation.kb if parts is not None else None
         self.device = torch.device(device)
         self.default_prompt = default_prompt
@@ -361,7 +359,7 @@ class ReportEngine:
             pad_token_id=self.pad_id,
             streamer=streamer,
             source=self.source,
-            suppress_token_ids=self.suppressed,
+            number_guard=self.number_guard,
         )
         quantities = generated.quantities
         results = []
