@@ -45,3 +45,48 @@ def test_input_reliance_is_the_share_of_eyes_whose_stated_diagnosis_changes() ->
     assert input_reliance(own, other) == {"changed": 0.25, "n": 4}
     with pytest.raises(ValueError):
         input_reliance(own, other[:2])
+
+
+def test_grok_eval_reports_grounding_and_input_reliance(make_config, tmp_path) -> None:
+    import json
+
+    from grok.bench.evaluate import run_evaluation
+    from test_bench import fixture_references, write_instructions
+
+    references = fixture_references()
+    reference_path = write_instructions(tmp_path / "test.jsonl", references)
+    predictions = tmp_path / "artifacts" / "predictions"
+    (predictions / "other_eye").mkdir(parents=True)
+    with (
+        open(predictions / "grok_test.jsonl", "w", encoding="utf-8") as own,
+        open(predictions / "other_eye" / "grok_test.jsonl", "w", encoding="utf-8") as other,
+    ):
+        for index, reference in enumerate(references):
+            text = reference.text
+            found = number_spans(text)
+            grounding = {"source": "auto", "quantities": [{"start": s, "end": e} for s, e in found[:-1]]}
+            own.write(json.dumps({"id": reference.id, "prediction": text, "grounding": grounding}) + "\n")
+            donor = references[(index + 1) % len(references)] if index % 2 == 0 else reference
+            other.write(json.dumps({"id": reference.id, "prediction": donor.text}) + "\n")
+    cfg = make_config(
+        "eval", [f"reference_path={reference_path}", "embedding=null", "meteor=false", "bootstrap.resamples=20"]
+    )
+    run_evaluation(cfg)
+    metrics = json.loads((tmp_path / "artifacts" / "benchmark" / "metrics.json").read_text())["models"]
+    with_numbers = sum(bool(number_spans(r.text)) for r in references)
+    assert metrics["grok"]["grounding"]["free_typed_per_report"] == pytest.approx(with_numbers / len(references))
+    assert metrics["baseline_oracle"]["grounding"]["free_typed_per_report"] > 1  # no grounding field: all free
+    changed = metrics["grok"]["input_reliance"]["changed"]
+    donors_differ = [
+        set(references[i].labels) != set(references[(i + 1) % len(references)].labels)
+        for i in range(0, len(references), 2)
+    ]
+    assert changed == pytest.approx(sum(donors_differ) / len(references))  # the parser reads each label right
+    table = (tmp_path / "artifacts" / "benchmark" / "results.md").read_text()
+    assert "| Grounding | Free-typed numbers / report |" in table and "another eye's images" in table
+
+
+def number_spans(text: str) -> list[tuple[int, int]]:
+    from grok.bench.grounding import NUMBER
+
+    return [(m.start(), m.end()) for m in NUMBER.finditer(text)]

@@ -73,6 +73,18 @@ def build_benchmark(cfg: DictConfig, references: list[Reference], kb: KnowledgeB
     )
 
 
+def _input_reliance(benchmark: GOUBenchmark, other: Path, ids: list[str], own: list[list[str]]) -> dict[str, Any]:
+    """How often a model's stated diagnosis changes when its reports were written with other eyes' images (`other`:
+    the same model's predictions for the same eyes, `grok-infer images_from=other_eye`)."""
+    from grok.bench.diagnosis import parse_diagnosis
+    from grok.bench.grounding import input_reliance
+    from grok.bench.text import AnalysedText
+
+    aligned = load_predictions(other, benchmark.schema.label_names).aligned(ids)
+    swapped = [list(parse_diagnosis(AnalysedText(p.text, benchmark.vocabulary)).labels) for p in aligned]
+    return {**input_reliance(own, swapped), "file": str(other)}
+
+
 def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
     """Score every predictions file and the enabled baselines; write the outputs; return the headline numbers."""
     kb = knowledge_base(cfg)
@@ -95,7 +107,11 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
             log.warning("%s", issue)
         if len(loaded.issues) > 20:
             log.warning("%s: %d more issue(s), see metrics.json", path, len(loaded.issues) - 20)
-        results.append(benchmark.score(loaded.model, aligned, [str(i) for i in loaded.issues]))
+        scored = benchmark.score(loaded.model, aligned, [str(i) for i in loaded.issues])
+        other = Path(cfg.input_reliance_dir) / path.name if cfg.get("input_reliance_dir") else None
+        if other is not None and other.is_file():
+            scored.metrics["input_reliance"] = _input_reliance(benchmark, other, ids, scored.parsed_labels)
+        results.append(scored)
     baselines = {
         "majority": lambda: majority_baseline(references, benchmark.schema),
         "oracle": lambda: oracle_baseline(references),

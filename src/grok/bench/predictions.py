@@ -10,6 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 class PredictionsFileError(ValueError):
@@ -23,6 +24,7 @@ class Prediction:
     id: str
     text: str
     scores: Mapping[str, float] | None = None
+    grounding: Mapping[str, Any] | None = None  # GROK's quoted quantities ({"source", "quantities"}), when given
 
 
 @dataclass(frozen=True)
@@ -138,5 +140,6 @@ def _read_line(
             return PredictionIssue(file, number, "bad_scores", f"{record_id!r}: {error}; scores ignored")
     if isinstance(record.get("model"), str):
         models.append(record["model"])
-    result.by_id[record_id] = Prediction(record_id, text, scores)
+    grounding = record.get("grounding") if isinstance(record.get("grounding"), dict) else None
+    result.by_id[record_id] = Prediction(record_id, text, scores, grounding)
     return None

@@ -30,6 +30,11 @@ ROWS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("Task 3", "Conclusion consistent with own findings", ("task3", "conclusion_consistency")),
     ("Task 3", "Conclusion correct", ("task3", "conclusion_correct")),
     ("Task 3", "Clinical score (mean of the four above)", ("task3", "clinical_score")),
+    ("Grounding", "Free-typed numbers / report", ("grounding", "free_typed_per_report")),
+    ("Grounding", "Quoted values correct: stated inputs", ("grounding", "quotes_by_source", "input", "accuracy")),
+    ("Grounding", "Quoted values correct: read-out", ("grounding", "quotes_by_source", "readout", "accuracy")),
+    ("Grounding", "Quoted values correct: KB ranges", ("grounding", "quotes_by_source", "knowledge_base", "accuracy")),
+    ("Grounding", "Diagnosis changed with another eye's images", ("input_reliance", "changed")),
     ("Rubric", "Deterministic rubric total (/100)", ("rubric", "total")),
     *(("Rubric", name, ("rubric", name)) for name in DIMENSIONS),
     ("Judge", "LLM rubric total (/100)", ("judge", "rubric", "total")),
@@ -86,6 +91,11 @@ def markdown_table(results: Sequence[ModelScores]) -> str:
     if not_scored:
         notes.append(f"- Task 3 not scored: {not_scored['task3']}.")
         notes.append(f"- Rubric not scored: {', '.join(not_scored['rubric']['dimensions'])} (same reason).")
+    if any("input_reliance" in r.metrics for r in results):
+        notes.append(
+            "- Diagnosis changed with another eye's images: each test eye's report written again with the images of "
+            "an eye of another label (grok-infer images_from=other_eye); the baselines never read images (0)."
+        )
     meteor = next(
         (r.metrics["task2"].get("meteor_unavailable") for r in results if "meteor_unavailable" in r.metrics["task2"]),
         None,

@@ -14,6 +14,7 @@ from grok.bench.classification import classification_metrics, confusion_counts, 
 from grok.bench.clinical import ClinicalScorer
 from grok.bench.diagnosis import DiagnosisParse, parse_diagnosis
 from grok.bench.facts import facts_status
+from grok.bench.grounding import check_grounding, summarise_grounding
 from grok.bench.predictions import Prediction
 from grok.bench.references import Reference
 from grok.bench.report_quality import EmbeddingSimilarity, MeteorScorer, report_quality
@@ -33,6 +34,7 @@ class ModelScores:
     per_report: list[dict[str, Any]]
     confusion: np.ndarray
     issues: list[str] = field(default_factory=list)
+    parsed_labels: list[list[str]] = field(default_factory=list)  # the stated diagnosis of each report
 
 
 class GOUBenchmark:
@@ -67,15 +69,21 @@ class GOUBenchmark:
         """Task 1, 2 and 3 metrics (with bootstrap CIs) of predictions aligned one-to-one with the references."""
         references = self.references
         labels = self.schema.label_names
-        records, parsed_labels = [], []
+        records, parsed_labels, grounding = [], [], []
         for reference, prediction in tqdm(
             list(zip(references, predictions, strict=True)), desc=f"scoring {model}", disable=len(references) < 2000
         ):
             analysed = AnalysedText(prediction.text, self.vocabulary)
             parse = parse_diagnosis(analysed)
             parsed_labels.append(list(parse.labels))
+            checked = check_grounding(prediction.text, prediction.grounding, reference.facts, self.clinical.tolerance)
+            grounding.append(checked)
             records.append(
-                {**self._report_record(reference, analysed, parse), "empty_prediction": not prediction.text.strip()}
+                {
+                    **self._report_record(reference, analysed, parse),
+                    "grounding": checked.as_dict(),
+                    "empty_prediction": not prediction.text.strip(),
+                }
             )
         truth = [list(r.labels) for r in references]
         scores = None
@@ -105,8 +113,12 @@ class GOUBenchmark:
             }
         if self.judge is not None:
             metrics["judge"] = self.judge.evaluate(references, predictions, parsed_labels)
+        metrics["grounding"] = summarise_grounding(grounding)
+        if self.facts_missing is not None:
+            metrics["grounding"].pop("quotes_by_source")  # needs facts, like task 3
         metrics["ci95"] = self._confidence(truth, parsed_labels, records)
-        return ModelScores(model, metrics, records, confusion_counts(truth, parsed_labels, labels), list(issues))
+        confusion = confusion_counts(truth, parsed_labels, labels)
+        return ModelScores(model, metrics, records, confusion, list(issues), parsed_labels)
 
     def _report_record(self, reference: Reference, analysed: AnalysedText, parse: DiagnosisParse) -> dict[str, Any]:
         """One report's task-3 detail and rubric points (task 3 and the fact-based rubric items only with facts)."""
