@@ -33,10 +33,14 @@ def tokenizer():
     return build_qwen2_tokenizer(extra_tokens=TOKENS.tokens)
 
 
-def _grounding(hidden: int = 16) -> QuantityGrounding:
+def _grounding(hidden: int = 16, **options) -> QuantityGrounding:
     statistics = QuantityStatistics(np.zeros(K), np.ones(K))
     rows = torch.arange(100, 100 + len(TOKENS.symbols))
-    return QuantityGrounding(TOKENS, statistics, rows, hidden)
+    return QuantityGrounding(TOKENS, statistics, rows, hidden, **options)
+
+
+def _row(symbol: str) -> int:
+    return 100 + TOKENS.symbols.index(TOKENS.symbol(symbol))
 
 
 def _resolved(values: dict[str, float], source: str = "input", age: float = 60.0, sex: str = "F") -> ResolvedQuantities:
@@ -63,6 +67,49 @@ def test_the_value_changes_a_quantity_tokens_embedding_and_a_missing_value_gets_
     torch.testing.assert_close(missing[0, 1], grounding.value_embedding.missing)  # unknown: the missing vector
     with pytest.raises(RuntimeError, match="without their values"):
         grounding.embedding_hook(None, (rows,), base)
+
+
+def test_the_tokens_after_a_value_carry_it_the_same_in_training_and_token_by_token_generation() -> None:
+    torch.manual_seed(0)
+    grounding = _grounding(carry_window=2)
+    with torch.no_grad():
+        grounding.carry.weight.normal_()
+    vcdr, cst = _row("q:cup_disc_ratio"), _row("q:macula_central_um")
+    rows = torch.tensor([[5, vcdr, 6, 7, 8, cst, 9, _row("hi:macula_central_um"), 10, 11]])
+    base = torch.zeros(1, rows.shape[1], 16)
+    quantities = _resolved({"cup_disc_ratio": 0.7, "macula_central_um": 250.0})
+    whole = grounding.add_value_embeddings(rows, base, quantities)
+    carried = whole.norm(dim=-1)[0] > 0
+    # value tokens, the 2 text tokens after each, and the bound token (a quantity token of its own)
+    assert carried.tolist() == [False, True, True, True, False, True, True, True, False, False]
+    with grounding.values_in_context(quantities):
+        steps = [grounding.add_value_embeddings(rows[:, t : t + 1], base[:, t : t + 1], quantities) for t in range(10)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), whole)  # generation embeds exactly what training did
+    other = grounding.add_value_embeddings(rows, base, _resolved({"cup_disc_ratio": 0.2, "macula_central_um": 250.0}))
+    assert not torch.allclose(other[0, 2], whole[0, 2]) and torch.equal(other[0, 6], whole[0, 6])
+
+
+def test_the_value_context_puts_every_value_and_threshold_at_every_token() -> None:
+    torch.manual_seed(0)
+    grounding = _grounding(value_context=True)
+    with torch.no_grad():
+        grounding.value_context.mlp[-1].weight.normal_()
+    rows = torch.tensor([[5, 6, 7]])  # no quantity token at all
+    base = torch.zeros(1, 3, 16)
+    below, above = (
+        grounding.add_value_embeddings(rows, base, _resolved({"cup_disc_ratio": v})) for v in (0.69, 0.71)
+    )  # the same side of the range (above 0.60), either side of the cupping threshold (0.70)
+    assert not torch.allclose(below[0, 0], above[0, 0])
+    torch.testing.assert_close(below[0, 0], below[0, 2])  # one vector for every token of the sample
+
+
+def test_judgement_weights_weigh_the_tokens_right_after_a_value() -> None:
+    grounding = _grounding(judgement_weight=5.0, judgement_window=2)
+    rows = torch.tensor([[5, _row("q:cup_disc_ratio"), 6, 7, 8, _row("lo:cup_disc_ratio"), 9]])
+    assert grounding.judgement_weights(rows)[0].tolist() == [1, 1, 5, 5, 1, 1, 1]
+    assert _grounding().judgement_weights(rows) is None  # weight 1: the plain mean
+    with pytest.raises(ValueError, match="judgement_weight"):
+        _grounding(judgement_weight=0.0)
 
 
 def test_value_features_place_the_value_in_the_persons_reference_range() -> None:

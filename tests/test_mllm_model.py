@@ -45,6 +45,15 @@ def _train_batch(cfg, module):
     return InstructCollator(module.tokenizer.pad_token_id)([dataset[i] for i in range(4)])
 
 
+def _plain_ids(module, shape: tuple[int, int]) -> torch.Tensor:
+    """Random token ids without quantity tokens (plain transformers cannot add their values)."""
+    vocabulary = torch.arange(module.model.vocabulary.size)
+    grounding = module.model.grounding
+    if grounding is not None:
+        vocabulary = vocabulary[grounding.symbol_of_row(vocabulary) < 0]
+    return vocabulary[torch.randint(0, len(vocabulary), shape)]
+
+
 def test_supervised_loss_equals_full_logits_cross_entropy_in_any_chunking(config) -> None:
     cfg = config()
     torch.manual_seed(0)
@@ -95,12 +104,16 @@ def test_one_step_changes_lora_projectors_and_fusion_but_not_encoders_or_base(co
     trained_copies = {name for name in before if "modules_to_save" in name}  # tiny default: embeddings/head
     fusion_names = {name for name in before if name.startswith("fusion.")}
     encoder_names = {name for name in before if name.startswith("encoders.")}
-    base = set(before) - lora - trained_copies - fusion_names - encoder_names
-    assert lora and fusion_names and encoder_names and base
+    grounding_names = {name for name in before if name.startswith("grounding.")}  # value embedding, read-out heads
+    base = set(before) - lora - trained_copies - fusion_names - encoder_names - grounding_names
+    assert lora and fusion_names and encoder_names and base and grounding_names
     assert {n for n in lora if "lora_B" in n} <= changed  # B starts at zero, so A's gradient is zero at step one
     assert fusion_names <= changed and trained_copies <= changed
+    first = changed
     changed = step()
     assert lora <= changed  # every LoRA factor trains (the paper's public code froze them all)
+    trained = {n.rsplit(".", 1)[0] for n in (first | changed) & grounding_names}
+    assert "grounding.value_embedding.mlp.2" in trained, trained  # (the fixture states no image-derived value)
     assert not (changed & encoder_names), sorted(changed & encoder_names)[:3]
     assert not (changed & base), sorted(changed & base)[:3]
 
@@ -126,7 +139,7 @@ def test_exported_adapter_reloads_through_plain_peft_with_the_same_logits(config
     export = export_mllm(module, tmp_path / "export", cfg)
     base = Qwen2ForCausalLM.from_pretrained(export / "base_model")
     plain = PeftModel.from_pretrained(base, export / "adapter").eval()
-    ids = torch.randint(0, module.model.vocabulary.size, (2, 12))
+    ids = _plain_ids(module, (2, 12))
     module.model.eval()
     with torch.no_grad():
         ours = module.model.causal_lm(input_ids=ids).logits
@@ -175,7 +188,7 @@ def test_full_finetune_exports_a_plain_transformers_model(config, tmp_path) -> N
     export = export_mllm(module, tmp_path / "export", cfg)
     assert not (export / "adapter").exists() and not (export / "base_model").exists()
     plain = Qwen2ForCausalLM.from_pretrained(export / "language_model").eval()
-    ids = torch.randint(0, module.model.vocabulary.size, (2, 12))
+    ids = _plain_ids(module, (2, 12))
     module.model.eval()
     with torch.no_grad():
         torch.testing.assert_close(plain(input_ids=ids).logits, module.model.causal_lm(input_ids=ids).logits)
@@ -259,10 +272,13 @@ def test_batched_left_padded_generation_equals_one_by_one(config) -> None:
     dataset = datamodule.build_dataset("test", generation=True)
     items = [dataset[i] for i in range(3)]
     collate = InstructCollator(module.tokenizer.pad_token_id, "left")
-    together = generate_batch(module.model, module.tokenizer, collate(items), max_new_tokens=6)
-    alone = [generate_batch(module.model, module.tokenizer, collate([item]), max_new_tokens=6)[0] for item in items]
+    renderer = module.renderer
+    together = generate_batch(module.model, module.tokenizer, collate(items), renderer, max_new_tokens=6)
+    alone = [
+        generate_batch(module.model, module.tokenizer, collate([item]), renderer, max_new_tokens=6)[0] for item in items
+    ]
     assert together == alone
-    assert all(isinstance(text, str) and text for text in together)
+    assert all(isinstance(report.text, str) and report.text for report in together)
 
 
 def test_batch_input_norm_standardises_tokens_that_share_a_large_constant() -> None:

@@ -30,8 +30,8 @@ def test_fast_dev_run(make_config, instructions) -> None:
 @pytest.mark.parametrize(
     ("adaptation", "trainable", "probe"),
     [
-        ("lora", ("lora_", "modules_to_save", "model.fusion.", ".vocabulary."), "lora_B"),
-        ("full", ("model.language_model.", "model.fusion.", ".vocabulary."), "self_attn.q_proj.weight"),
+        ("lora", ("lora_", "modules_to_save", "model.fusion.", "model.grounding.", ".vocabulary."), "lora_B"),
+        ("full", ("model.language_model.", "model.fusion.", "model.grounding.", ".vocabulary."), "q_proj.weight"),
     ],
 )
 def test_checkpoint_holds_only_trainable_weights_and_resumes(

@@ -90,7 +90,9 @@ def test_openai_client_and_curl_get_reports_from_the_live_server(engine, serve_s
         )  # fmt: skip
     report = json.loads(curl.stdout)
     assert report["object"] == "grok.report" and report["images"] == ["cfp", "oct"]
-    assert isinstance(report["report"], str) and report["grounding"] is None  # this export has no grounding
+    assert isinstance(report["report"], str) and report["grounding"]["source"] == "auto"  # the export's default
+    quoted = report["grounding"]["quantities"]
+    assert all(report["report"][q["start"] : q["end"]] for q in quoted if q["start"] is not None)
     assert set(report["diagnosis"]) == {"labels", "display", "source"} and isinstance(report["findings"], list)
     assert report["usage"]["completion_tokens"] <= 6  # the engine's default in these tests
 
@@ -101,7 +103,11 @@ def test_report_prompt_comes_from_the_biomarker_row(engine, make_client, eye_ima
     prompt = engine.tokenizer.decode(engine.prepare(case).item["input_ids"])
     user = prompt.split("<|im_start|>user\n", 1)[1]
     assert user.startswith("<oct>\n") and "<cfp>" not in user
-    assert "150/92 mmHg" in user and "left eye" in user and "63" in user
+    # the row's numbers are quantity tokens carrying the row's values, not digits
+    assert "BP <q:sbp_mmhg>/<q:dbp_mmhg> mmHg" in user and "left eye" in user and "<q:age_years>" in user
+    item = engine.prepare(case).item
+    column = engine.model.grounding.tokens.key_index
+    assert [float(item["quantity_values"][column[k]]) for k in ("sbp_mmhg", "dbp_mmhg", "age_years")] == [150, 92, 63]
     plain = make_client().post("/v1/reports", json={"images": {"oct": data_url(oct_path)}, "stream": True})
     events = [json.loads(line[6:]) for line in plain.text.split("\n\n") if line.startswith("data: {")]
     assert events[-1]["type"] == "report" and plain.text.rstrip().endswith("data: [DONE]")

@@ -46,7 +46,7 @@ def test_the_page_turns_two_images_and_a_row_into_a_report(browser, engine, serv
         assert error.text == "" and button.is_enabled()
         button.click()
         note = browser.find_element(By.ID, "grounding-note")
-        _wait(browser, lambda d: "carry no grounding" in note.text)  # the final report event arrived
+        _wait(browser, lambda d: "grounded" in note.text)  # the final report event arrived (a grounded export)
         assert browser.find_element(By.ID, "result").is_displayed()
         assert browser.find_element(By.ID, "result-oct").get_attribute("src").startswith("data:image/png")
         assert browser.find_element(By.ID, "result-cfp").is_displayed()

@@ -24,6 +24,12 @@ class GroundingSettings:
     value_hidden_dim: int = 64
     readout_hidden_dim: int = 64
     readout_loss_weight: float = 1.0
+    judgement_weight: float = 1.0
+    judgement_window: int = 4
+    judgement_vocabulary: bool = False
+    value_context: bool = False
+    context_hidden_dim: int = 128
+    carry_window: int = 0
     preamble: bool = True
     estimate_marker: str = "≈"
     forbid_digits: bool = True
@@ -69,3 +75,16 @@ def pin_knowledge_base(grounding: Any, instructions_dir: str | Path) -> None:
     )
     version = shipped_version(kb.path)
     spec["version"], spec["path"] = version, None if version else kb.path
+
+
+def judgement_phrases(kb: KnowledgeBase) -> list[str]:
+    """The words a report judges values with, from the knowledge base: finding names and phrases, diagnosis names
+    and synonyms, severity levels, and the writer's status phrases ("within normal limits", "elevated", ...)."""
+    from grok.knowledge.phrasing import load_phrasebook
+
+    phrases = [f.display for f in kb.findings.values()] + [p for f in kb.findings.values() for p in f.phrases]
+    phrases += [label.display for label in kb.schema.labels] + [s for label in kb.schema.labels for s in label.synonyms]
+    phrases += list(kb.severity_levels)
+    book = load_phrasebook()
+    phrases += [v for status in ("high", "low", "normal") for v in book.variants(f"status.{status}")]
+    return sorted(set(phrases))

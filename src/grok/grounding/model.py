@@ -27,6 +27,7 @@ from grok.grounding.values import SOURCE_CODES, QuantityStatistics
 
 GROUNDING_SOURCES = ("auto", "input", "readout")
 VALUE_FEATURES = 5  # z-score, position in the reference range, distance below it, distance above it, has a range
+THRESHOLD_FEATURES = 3  # standardised distance to a knowledge-base threshold, at or above it, known
 Z_CLIP = 8.0
 
 
@@ -55,6 +56,30 @@ class ValueEmbedding(nn.Module):
         """Embeddings [..., llm_dim]: the MLP of the features where `known`, the missing vector elsewhere."""
         embedded = self.mlp(torch.nan_to_num(features))
         return torch.where(known.unsqueeze(-1), embedded, self.missing.to(embedded.dtype).expand_as(embedded))
+
+
+class ValueContext(nn.Module):
+    """Every value in force at once -> one vector added to every text token of the sample.
+
+    A value token gives its value to the positions that attend to it; a small language model trained for minutes
+    does not learn to attend back over hundreds of tokens to the right one (measured: its status words and
+    conclusions ignored the values). The context vector puts which quantities lie below or above their ranges at
+    every position, so the qualitative step and the conclusion can be read from it directly. Besides each value's
+    features it sees where the value lies against each threshold the knowledge base defines (`<t:...>`).
+    """
+
+    def __init__(self, num_quantities: int, num_thresholds: int, llm_dim: int, hidden_dim: int = 128) -> None:
+        super().__init__()
+        width = num_quantities * (VALUE_FEATURES + 1) + num_thresholds * THRESHOLD_FEATURES
+        self.mlp = nn.Sequential(nn.Linear(width, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, llm_dim))
+        nn.init.normal_(self.mlp[-1].weight, std=0.02)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, features: Tensor, known: Tensor, thresholds: Tensor) -> Tensor:
+        """[B, K, 5] value features, [B, K] known mask, [B, n, 3] threshold features -> [B, llm_dim]."""
+        inputs = torch.cat([torch.nan_to_num(features) * known.unsqueeze(-1), known.unsqueeze(-1).float()], dim=-1)
+        inputs = torch.cat([inputs.flatten(1), thresholds.flatten(1)], dim=-1)
+        return self.mlp(inputs.to(self.mlp[0].weight.dtype))
 
 
 class ReadoutHead(nn.Module):
@@ -101,6 +126,12 @@ class QuantityGrounding(nn.Module):
         value_hidden_dim: int = 64,
         readout_hidden_dim: int = 64,
         readout_loss_weight: float = 1.0,
+        judgement_weight: float = 1.0,
+        judgement_window: int = 4,
+        judgement_rows: Tensor | None = None,
+        value_context: bool = False,
+        context_hidden_dim: int = 128,
+        carry_window: int = 0,
         preamble: bool = True,
         decimals: Tensor | None = None,
         valid_range: Tensor | None = None,
@@ -108,8 +139,32 @@ class QuantityGrounding(nn.Module):
         super().__init__()
         self.tokens = tokens
         self.readout_loss_weight = float(readout_loss_weight)
+        if judgement_weight <= 0 or judgement_window < 0:
+            raise ValueError(
+                f"grounding.judgement_weight must be > 0 and judgement_window >= 0, got {judgement_weight} and "
+                f"{judgement_window}"
+            )
+        self.judgement_weight = float(judgement_weight)
+        self.judgement_window = int(judgement_window)
+        judged = torch.zeros(int(token_rows.max()) + 1, dtype=torch.bool)
+        if judgement_rows is not None and judgement_rows.numel():
+            judged = torch.zeros(max(int(token_rows.max()), int(judgement_rows.max())) + 1, dtype=torch.bool)
+            judged[judgement_rows.long()] = True
+        self.register_buffer("judged_row", judged, persistent=False)
         self.preamble = preamble
         self.value_embedding = ValueEmbedding(llm_dim, value_hidden_dim)
+        thresholds = [s for s in tokens.symbols if s.kind == "threshold"]
+        self.value_context = (
+            ValueContext(len(tokens.keys), len(thresholds), llm_dim, context_hidden_dim) if value_context else None
+        )
+        self.register_buffer(
+            "threshold_keys", torch.tensor([tokens.key_index[s.key] for s in thresholds], dtype=torch.long), False
+        )
+        self.register_buffer(
+            "threshold_values", torch.tensor([float(s.threshold) for s in thresholds], dtype=torch.float32), False
+        )
+        self.carry_window = int(carry_window)
+        self.carry = nn.Linear(llm_dim, llm_dim)
         self.image_keys = {m: tokens.image_keys.get(m, ()) for m in modalities if tokens.image_keys.get(m)}
         self.readout = nn.ModuleDict(
             {m: ReadoutHead(llm_dim, len(keys), readout_hidden_dim) for m, keys in self.image_keys.items()}
@@ -141,12 +196,32 @@ class QuantityGrounding(nn.Module):
             self.register_buffer(f"{modality}_rows", rows.long(), persistent=False)
         self._context: ResolvedQuantities | None = None
         self._bypass = False
+        self._carry_state: tuple[Tensor, Tensor] | None = None  # generation: (last value symbol, tokens since)
+        self._carry_symbol: Tensor | None = None
 
     # ---- which embedding rows are quantity tokens -------------------------------------------------------------------
     def symbol_of_row(self, rows: Tensor) -> Tensor:
         """For each embedding row id of `rows`, its symbol index (-1 for every other token)."""
         inside = (rows >= 0) & (rows < self.row_symbol.numel())
         return torch.where(inside, self.row_symbol[rows.clamp(0, self.row_symbol.numel() - 1)], -1)
+
+    # ---- where the text judges a value: loss weights ----------------------------------------------------------------
+    def judgement_weights(self, rows: Tensor) -> Tensor | None:
+        """Per-position LM-loss weights [B, T] of target rows `rows` [B, T]: `judgement_weight` on the
+        `judgement_window` tokens after each value token (where the text says what the value means: "within normal
+        limits", "under the lower limit of") and on the knowledge base's judgement words (`judgement_rows`: finding
+        and diagnosis names, severities, status words), 1 elsewhere; None when the weight is 1 (plain mean)."""
+        if self.judgement_weight == 1.0 or (self.judgement_window == 0 and not self.judged_row.any()):
+            return None
+        symbol = self.symbol_of_row(rows)
+        is_value = (symbol >= 0) & (self.symbol_kind[symbol.clamp(min=0)] == KINDS.index("value"))
+        index = torch.arange(rows.shape[-1], device=rows.device).expand_as(rows)
+        last_value = torch.where(is_value, index, torch.full_like(index, -(10**9))).cummax(dim=-1).values
+        since = index - last_value
+        judging = (since >= 1) & (since <= self.judgement_window) & (symbol < 0)
+        inside = rows < self.judged_row.numel()
+        judging |= inside & self.judged_row[rows.clamp(0, self.judged_row.numel() - 1)]
+        return torch.where(judging, self.judgement_weight, 1.0)
 
     # ---- value embeddings -------------------------------------------------------------------------------------------
     def _embed(self, symbol: Tensor, quantities: ResolvedQuantities, sample: Tensor, dtype: torch.dtype) -> Tensor:
@@ -161,23 +236,74 @@ class QuantityGrounding(nn.Module):
         features = ValueEmbedding.features(value, self.mean[key], self.std[key], low, high)
         return self.value_embedding(features, ~torch.isnan(value)).to(dtype)
 
+    def context(self, quantities: ResolvedQuantities) -> Tensor | None:
+        """[B, H] value-context vectors of a batch's values in force (None without `value_context`)."""
+        if self.value_context is None:
+            return None
+        values = quantities.values
+        features = ValueEmbedding.features(values, self.mean, self.std, quantities.low, quantities.high)
+        at = values[:, self.threshold_keys]
+        known = ~torch.isnan(at)
+        distance = ((at - self.threshold_values) / self.std[self.threshold_keys]).clamp(-Z_CLIP, Z_CLIP)
+        reached = (at >= self.threshold_values) & known
+        thresholds = torch.stack([torch.nan_to_num(distance) * known, reached.float(), known.float()], dim=-1)
+        return self.value_context(features, ~torch.isnan(values), thresholds)
+
     def add_value_embeddings(self, rows: Tensor, embeds: Tensor, quantities: ResolvedQuantities) -> Tensor:
-        """`embeds` ([B, T, H] of embedding rows `rows`) plus the value embedding at every quantity token."""
+        """`embeds` ([B, T, H] of embedding rows `rows`) plus the value embedding at every quantity token (and the
+        value context at every token, with `value_context`)."""
+        context = self.context(quantities)
+        if context is not None:
+            embeds = embeds + context.to(embeds.dtype).unsqueeze(1)
         symbol = self.symbol_of_row(rows)
         positions = (symbol >= 0).nonzero(as_tuple=True)
-        if not positions[0].numel():
-            return embeds
-        added = self._embed(symbol[positions], quantities, positions[0], embeds.dtype)
-        return embeds.index_put(positions, embeds[positions] + added)
+        if positions[0].numel():
+            added = self._embed(symbol[positions], quantities, positions[0], embeds.dtype)
+            embeds = embeds.index_put(positions, embeds[positions] + added)
+        if self.carry_window:
+            carried, source = self._carried(symbol) if rows.shape[-1] > 1 else self._carried_step(symbol)
+            where = carried.nonzero(as_tuple=True)
+            if where[0].numel():
+                carried_symbol = symbol[where[0], source[where]] if rows.shape[-1] > 1 else self._carry_symbol[where[0]]
+                values = self._embed(carried_symbol, quantities, where[0], embeds.dtype)
+                embeds = embeds.index_put(where, embeds[where] + self.carry(values))
+        return embeds
+
+    def _carried_step(self, symbol: Tensor) -> tuple[Tensor, Tensor]:
+        """`_carried` for one generated token per sample ([B, 1]), from the state of the tokens generated before
+        (kept while `values_in_context` lasts; generation starts after the prompt's last value token)."""
+        is_value = (symbol[:, 0] >= 0) & (self.symbol_kind[symbol[:, 0].clamp(min=0)] == KINDS.index("value"))
+        if self._carry_state is None:
+            none = torch.full_like(symbol[:, 0], -1)
+            self._carry_state = (none, torch.full_like(none, 10**9))
+        last, since = self._carry_state
+        last = torch.where(is_value, symbol[:, 0], last)
+        since = torch.where(is_value, torch.zeros_like(since), since + 1)
+        self._carry_state = (last, since)
+        carried = (since >= 1) & (since <= self.carry_window) & (symbol[:, 0] < 0) & (last >= 0)
+        # the carried symbol itself (not a position): the caller looks up symbol[b, source]; give it a column of its own
+        self._carry_symbol = last.clamp(min=0)
+        return carried[:, None], torch.full_like(symbol, -1)
+
+    def _carried(self, symbol: Tensor) -> tuple[Tensor, Tensor]:
+        """Positions within `carry_window` tokens after a value token (and not quantity tokens themselves), and the
+        position of that value token."""
+        is_value = (symbol >= 0) & (self.symbol_kind[symbol.clamp(min=0)] == KINDS.index("value"))
+        index = torch.arange(symbol.shape[-1], device=symbol.device).expand_as(symbol)
+        last = torch.where(is_value, index, torch.full_like(index, -(10**9))).cummax(dim=-1).values
+        since = index - last
+        return (since >= 1) & (since <= self.carry_window) & (symbol < 0), last.clamp(min=0)
 
     @contextmanager
     def values_in_context(self, quantities: ResolvedQuantities) -> Iterator[None]:
         """Within the block, the language model's input embedding adds these values (generation's new tokens)."""
         self._context = quantities
+        self._carry_state = None
         try:
             yield
         finally:
             self._context = None
+            self._carry_state = None
 
     def embedding_hook(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor:
         """Forward hook on the LM's input embedding: add values of quantity tokens (needs `values_in_context`)."""

@@ -21,6 +21,8 @@ def adapt_language_model(
     dropout: float = 0.0,
     target_modules: str | Sequence[str] = "all-linear",
     modules_to_save: Sequence[str] | None = None,
+    train_new_tokens: Sequence[str] | None = None,
+    new_token_rows: Sequence[int] = (),
     gradient_checkpointing: bool = False,
     pretrained: bool = False,
 ) -> PreTrainedModel | PeftModel:
@@ -29,6 +31,10 @@ def adapt_language_model(
     - `lora`: freeze the base and add peft LoRA adapters to `target_modules` ("all-linear" = every linear layer of the
       decoder, never the output head); `modules_to_save` train in full and are saved with the adapter (a random base's
       `embed_tokens`/`lm_head`, which cannot stay random and frozen).
+      `train_new_tokens` names the modules (`embed_tokens`, `lm_head`) whose `new_token_rows` (the rows of the tokens
+      GROK adds: image placeholders, quantity tokens) train beside the adapter and are saved with it (peft
+      `trainable_token_indices`); a pretrained base has no trained rows for them. Modules in `modules_to_save` train
+      in full already and are skipped.
     - `qlora`: the same on a model loaded in 4-bit (peft's `prepare_model_for_kbit_training` first).
     - `full`: no adapter, every weight trains (the tiny random base's default: LoRA keeps a pretrained base intact,
       which a random base does not need, and on it LoRA learned far more slowly).
@@ -60,12 +66,17 @@ def adapt_language_model(
             )
         return language_model
     targets = target_modules if isinstance(target_modules, str) else list(target_modules)
+    saved = set(modules_to_save or ())
+    token_modules = [name for name in (train_new_tokens or ()) if name not in saved]
+    rows = sorted({int(row) for row in new_token_rows})
+    trainable_tokens = {name: rows for name in token_modules} if rows else {}
     config = LoraConfig(
         r=r,
         lora_alpha=alpha,
         lora_dropout=dropout,
         target_modules=targets,
         modules_to_save=list(modules_to_save) if modules_to_save else None,
+        trainable_token_indices=trainable_tokens or None,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(language_model, config)

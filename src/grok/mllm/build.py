@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from grok.grounding.config import GroundingSettings
+from grok.grounding.config import GroundingSettings, judgement_phrases
 from grok.grounding.conversation import ConversationGrounding
 from grok.grounding.model import QuantityGrounding
 from grok.grounding.symbols import QuantityTokens
@@ -101,8 +101,14 @@ def build_grok_mllm(
             tokenizer_size=len(tokenizer), vocabulary=vocabulary, quantization=quantization, **llm_options
         ),
     )
+    added = list(placeholder_ids(tokenizer).values())
+    if grounding is not None:
+        added += tokenizer.convert_tokens_to_ids(list(grounding.tokens.tokens))
+    added_rows = torch.tensor(added, dtype=torch.long)
+    added_rows = vocabulary.to_compact(added_rows) if vocabulary is not None else added_rows
     language_model = adapt_language_model(
         language_model,
+        new_token_rows=added_rows.tolist(),
         gradient_checkpointing=gradient_checkpointing,
         pretrained=bool(llm.get("pretrained_path")),
         **adaptation_options,
@@ -152,6 +158,19 @@ class GroundingParts:
         """The quantity tokens."""
         return self.conversation.tokens
 
+    def judgement_rows(self, tokenizer: Any, vocabulary: VocabularyMap | None) -> torch.Tensor:
+        """Embedding rows of the knowledge base's judgement words (every sub-word, with and without a leading space;
+        rows a trimmed vocabulary lacks are left out)."""
+        ids: set[int] = set()
+        for phrase in judgement_phrases(self.conversation.kb):
+            for text in (phrase, " " + phrase, phrase.capitalize(), " " + phrase.capitalize()):
+                ids.update(tokenizer(text, add_special_tokens=False)["input_ids"])
+        rows = torch.tensor(sorted(ids), dtype=torch.long)
+        if vocabulary is None:
+            return rows
+        kept = vocabulary.to_compact(rows)
+        return kept[vocabulary.to_real(kept) == rows]
+
     def module(
         self, tokenizer: Any, vocabulary: VocabularyMap | None, llm_dim: int, modalities: tuple[str, ...]
     ) -> QuantityGrounding:
@@ -178,6 +197,12 @@ class GroundingParts:
             value_hidden_dim=settings.value_hidden_dim,
             readout_hidden_dim=settings.readout_hidden_dim,
             readout_loss_weight=settings.readout_loss_weight,
+            judgement_weight=settings.judgement_weight,
+            judgement_window=settings.judgement_window,
+            judgement_rows=self.judgement_rows(tokenizer, vocabulary) if settings.judgement_vocabulary else None,
+            value_context=settings.value_context,
+            context_hidden_dim=settings.context_hidden_dim,
+            carry_window=settings.carry_window,
             preamble=settings.preamble,
             decimals=decimals,
             valid_range=torch.tensor(valid, dtype=torch.float32),

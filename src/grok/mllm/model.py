@@ -179,7 +179,10 @@ class GrokMLLM(nn.Module):
         supervised = targets != IGNORE_INDEX
         selected = hidden[:, :-1][supervised]
         target_rows = self._compact(targets[supervised])
-        lm_loss = self.supervised_loss(selected, target_rows)
+        weights = None
+        if self.grounding is not None:
+            weights = self.grounding.judgement_weights(self._compact(targets.clamp(min=0)))
+        lm_loss = self.supervised_loss(selected, target_rows, None if weights is None else weights[supervised])
         outputs = {"loss": lm_loss, "lm_loss": lm_loss, "tokens": supervised.sum()}
         if self.grounding is not None:
             truth = batch.get("readout_values", batch["quantity_values"])  # the eye's own (counterfactuals differ)
@@ -188,8 +191,9 @@ class GrokMLLM(nn.Module):
             outputs["loss"] = lm_loss + self.grounding.readout_loss_weight * readout
         return outputs
 
-    def supervised_loss(self, hidden: Tensor, targets: Tensor) -> Tensor:
-        """Cross-entropy of the output head on gathered hidden states, optionally in chunks of rows."""
+    def supervised_loss(self, hidden: Tensor, targets: Tensor, weights: Tensor | None = None) -> Tensor:
+        """Cross-entropy of the output head on gathered hidden states, optionally in chunks of rows; with `weights`
+        (one per target) the weighted mean."""
         head = self.causal_lm.get_output_embeddings()
         if targets.numel() == 0:
             return hidden.sum() * 0.0
@@ -197,8 +201,11 @@ class GrokMLLM(nn.Module):
         total = hidden.new_zeros((), dtype=torch.float32)
         for start in range(0, targets.numel(), chunk):
             logits = head(hidden[start : start + chunk]).float()
-            total = total + F.cross_entropy(logits, targets[start : start + chunk], reduction="sum")
-        return total / targets.numel()
+            losses = F.cross_entropy(logits, targets[start : start + chunk], reduction="none")
+            if weights is not None:
+                losses = losses * weights[start : start + chunk]
+            total = total + losses.sum()
+        return total / (targets.numel() if weights is None else weights.sum())
 
     @torch.no_grad()
     def generate(
