@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from grok.align.export import export_aligned_encoder
 from grok.utils.config import hydra_entry
-from grok.utils.train import train
+from grok.utils.train import checkpoint_state_dict, train
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +23,8 @@ def run_align(cfg: DictConfig) -> dict[str, Any]:
     module, trainer, datamodule = objects["model"], objects["trainer"], objects["datamodule"]
     callback = trainer.checkpoint_callback
     best = callback.best_model_path if callback is not None else ""
-    if best:  # our own checkpoint, just written: full unpickling is safe
-        module.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["state_dict"])
+    if best:  # Lightning may restore best_model_path from a resumed checkpoint: read it with the safe loader
+        module.load_state_dict(checkpoint_state_dict(best))
         log.info("best checkpoint (%s): %s", cfg.monitor, best)
     if cfg.export.enabled and not trainer.fast_dev_run:
         validated = trainer.validate(module, datamodule=datamodule, verbose=False)[0]

@@ -8,7 +8,9 @@ import time
 from omegaconf import DictConfig, open_dict
 
 from grok.utils.config import hydra_entry
-from grok.utils.train import train  # imports Lightning before Hydra sets up logging (else it logs each line twice)
+
+# grok.utils.train imports Lightning before Hydra sets up logging (else it logs each line twice)
+from grok.utils.train import checkpoint_state_dict, train
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +41,7 @@ def run(cfg: DictConfig) -> float | None:
 
 
 def _checkpoint_state(path: str) -> dict:
-    import torch
-
-    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    return checkpoint_state_dict(path)
 
 
 @hydra_entry("mllm")

@@ -22,6 +22,7 @@ import copy
 import logging
 import math
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,40 @@ def _resolved(cfg: DictConfig, key: str) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
+# What an export's mllm_config.yaml may instantiate: GROK's own code and the optimiser/schedule factories GROK uses.
+# An export is data a user may be handed; any other `_target_` would run code of the file's choosing.
+EXPORT_TARGET_PREFIXES = ("grok.", "torch.optim.")
+EXPORT_TARGETS = frozenset(
+    {
+        "transformers.get_cosine_schedule_with_warmup",
+        "transformers.get_linear_schedule_with_warmup",
+        "transformers.get_constant_schedule_with_warmup",
+    }
+)
+
+
+def check_export_targets(cfg: Any, source: Path | str) -> None:
+    """Refuse an export config whose `_target_`s leave the allowlist (naming the key and the target)."""
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, Mapping):
+            target = node.get("_target_")
+            if target is not None and not (
+                str(target).startswith(EXPORT_TARGET_PREFIXES) or str(target) in EXPORT_TARGETS
+            ):
+                raise ValueError(
+                    f"{source}: {path or '<root>'}._target_={target!r} is not allowed in an export config (allowed: "
+                    f"{', '.join(EXPORT_TARGET_PREFIXES)}* and {', '.join(sorted(EXPORT_TARGETS))})"
+                )
+            for key, value in node.items():
+                walk(value, f"{path}.{key}" if path else str(key))
+        elif isinstance(node, (list, tuple)):
+            for index, value in enumerate(node):
+                walk(value, f"{path}[{index}]")
+
+    walk(OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else cfg, "")
+
+
 def load_exported_mllm(
     directory: str | Path, overrides: dict[str, Any] | None = None
 ) -> tuple[InstructModule, DictConfig]:
@@ -98,6 +133,7 @@ def load_exported_mllm(
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file} not found: is {directory} a GROK MLLM export? Run `make train-mllm`")
     cfg = OmegaConf.load(config_file)
+    check_export_targets(cfg, config_file)
     if (directory / "vocab_map.json").is_file():
         cfg.model.vocabulary = {"trim": True, "map_file": str(directory / "vocab_map.json")}
     if (directory / "knowledge_base.yaml").is_file():  # grounding: the export's own KB and statistics

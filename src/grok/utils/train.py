@@ -36,12 +36,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         logger.log_hyperparams(hyperparameters)
 
     if cfg.get("train", True):
-        trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        ckpt_path = local_checkpoint_path(cfg.get("ckpt_path"))
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {key: _as_python(value) for key, value in trainer.callback_metrics.items()}
 
     if cfg.get("test", False):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        trainer.test(model=model, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+        trainer.test(model=model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics.update({key: _as_python(value) for key, value in trainer.callback_metrics.items()})
 
     return metrics, {"datamodule": datamodule, "model": model, "trainer": trainer, "loggers": loggers}
@@ -49,3 +50,19 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _as_python(value: Any) -> Any:
     return value.item() if hasattr(value, "item") and getattr(value, "numel", lambda: 0)() == 1 else value
+
+
+def local_checkpoint_path(path: str | None) -> str | None:
+    """`ckpt_path` as given, refused when it is a URL (Lightning would fetch and unpickle it): download it and pass the
+    local file."""
+    if path is not None and "://" in str(path):
+        raise ValueError(f"ckpt_path={path}: remote checkpoints are refused; download it and pass the local path")
+    return path
+
+
+def checkpoint_state_dict(path: str) -> dict:
+    """The `state_dict` of a Lightning checkpoint, read with torch's safe loader (tensors and plain containers only:
+    a checkpoint, or a path a checkpoint names, cannot run code)."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]

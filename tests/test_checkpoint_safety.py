@@ -1,0 +1,59 @@
+"""Checkpoints a user is handed cannot run code: the safe loader for best/resumed weights, remote paths refused."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from grok.utils.train import checkpoint_state_dict, local_checkpoint_path
+
+
+class _Payload:
+    """Unpickling this object would create a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_holding_a_pickled_payload_is_refused_without_running_it(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    crafted = tmp_path / "best.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "extra": _Payload(marker)}, crafted, pickle_protocol=2)
+    with pytest.raises(pickle.UnpicklingError):
+        checkpoint_state_dict(str(crafted))
+    assert not marker.exists()
+    plain = tmp_path / "plain.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "epoch": 3, "callbacks": {"best": "x.ckpt"}}, plain)
+    assert torch.equal(checkpoint_state_dict(str(plain))["w"], torch.ones(2))  # our own checkpoints still load
+
+
+def test_remote_checkpoint_paths_are_refused() -> None:
+    for url in ("https://example.org/last.ckpt", "s3://bucket/last.ckpt"):
+        with pytest.raises(ValueError, match="remote checkpoints are refused"):
+            local_checkpoint_path(url)
+    assert local_checkpoint_path("logs/last.ckpt") == "logs/last.ckpt" and local_checkpoint_path(None) is None
+
+
+def test_an_export_config_naming_a_foreign_target_is_refused_before_anything_is_built(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from grok.mllm.export import CONFIG_FILE, check_export_targets, load_exported_mllm
+
+    marker = tmp_path / "copied"
+    crafted = {
+        "model": {"_target_": "grok.mllm.module.InstructModule", "optimizer": {"_target_": "torch.optim.AdamW"}},
+        "export": {"hook": {"_target_": "shutil.copyfile", "src": __file__, "dst": str(marker)}},
+    }
+    export = tmp_path / "export"
+    export.mkdir()
+    OmegaConf.save(OmegaConf.create(crafted), export / CONFIG_FILE)
+    with pytest.raises(ValueError, match=r"export\.hook\._target_='shutil.copyfile' is not allowed"):
+        load_exported_mllm(export)
+    assert not marker.exists()
+    check_export_targets({"scheduler": {"_target_": "transformers.get_cosine_schedule_with_warmup"}}, "ok.yaml")
