@@ -1,4 +1,4 @@
-"""Checkpoints a user is handed cannot run code: the safe loader for best/resumed weights, remote paths refused."""
+"""Files a user is handed cannot run code (checkpoints, export configs); a torn feature cache is rebuilt."""
 
 from __future__ import annotations
 
@@ -57,3 +57,23 @@ def test_an_export_config_naming_a_foreign_target_is_refused_before_anything_is_
         load_exported_mllm(export)
     assert not marker.exists()
     check_export_targets({"scheduler": {"_target_": "transformers.get_cosine_schedule_with_warmup"}}, "ok.yaml")
+
+
+def test_a_torn_feature_cache_is_rebuilt_and_the_cache_is_written_atomically(tmp_path: Path) -> None:
+    from grok.mllm.feature_cache import cached_features
+
+    cache = tmp_path / "oct-abc.safetensors"
+    cache.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{trunc")  # what a killed write leaves behind
+    calls = []
+
+    def encode(pixels: torch.Tensor) -> torch.Tensor:
+        calls.append(len(pixels))
+        return pixels.mean(dim=(1, 2, 3))[:, None, None].expand(-1, 2, 3).clone()
+
+    images = {"a.png": tmp_path / "a.png", "b.png": tmp_path / "b.png"}
+    load = {"a.png": torch.zeros(3, 4, 4), "b.png": torch.ones(3, 4, 4)}.__getitem__
+    features = cached_features(encode, images, load, cache)
+    assert calls == [2] and torch.equal(features["b.png"], torch.ones(2, 3))
+    assert not cache.with_name(cache.name + ".partial").exists()
+    again = cached_features(encode, images, load, cache)  # now read back, nothing encoded
+    assert calls == [2] and torch.equal(again["a.png"], torch.zeros(2, 3))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -128,3 +129,11 @@ def test_row_record_is_the_stage_one_prompt_of_that_row(syntheye_dir) -> None:
     assert human["from"] == "human" and human["value"].startswith("<oct>\n<cfp>\n")
     assert f"{row['sbp_mmhg']:.0f}/{row['dbp_mmhg']:.0f} mmHg" in human["value"]
     assert all((image_root / path).is_file() for path in record["images"].values())
+
+
+def test_an_empty_training_split_stops_the_run_naming_the_file(make_config, instructions, tmp_path) -> None:
+    empty = tmp_path / "empty"
+    shutil.copytree(instructions, empty)
+    (empty / "train.jsonl").write_text("", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"train\.jsonl: no training conversations"):
+        train(make_config("mllm", tiny_overrides(empty, ["trainer.max_epochs=1"])))

@@ -345,6 +345,12 @@ class InstructDataModule(L.LightningDataModule):
             if split not in self.datasets:
                 self.datasets[split] = self.build_dataset(split)
                 log.info("%s: %d conversations", split, len(self.datasets[split]))
+        if stage in (None, "fit") and not len(self.datasets["train"]):
+            tasks = f" of tasks {sorted(self.tasks)}" if self.tasks else ""
+            raise ValueError(
+                f"{self.instructions_dir / 'train.jsonl'}: no training conversations{tasks} (data.tasks, "
+                "data.max_records); nothing to train on"
+            )
 
     def image_items(self, modality: str) -> dict[str, Path]:
         """Every image of a modality across the datasets set up so far: relative path -> absolute path."""

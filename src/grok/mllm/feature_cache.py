@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,17 @@ def encoder_fingerprint(encoder: nn.Module, transform: Mapping[str, Any]) -> str
 
 
 @torch.no_grad()
+def _read_cache(cache_file: Path) -> dict[str, torch.Tensor]:
+    """The stored features, or none when the file is missing or unreadable (a torn write is rebuilt, with a warning)."""
+    if not cache_file.is_file():
+        return {}
+    try:
+        return load_file(str(cache_file))
+    except Exception as error:  # safetensors raises its own error types for truncated or corrupt files
+        log.warning("feature cache %s is unreadable (%s): rebuilding it", cache_file, error)
+        return {}
+
+
 def cached_features(
     encode: Callable[[torch.Tensor], torch.Tensor],
     images: Mapping[str, Path],
@@ -41,7 +53,7 @@ def cached_features(
     The file is keyed by the image's relative path; name it by `encoder_fingerprint` so stale features are never used.
     """
     cache_file = Path(cache_file)
-    stored = load_file(str(cache_file)) if cache_file.is_file() else {}
+    stored = _read_cache(cache_file)
     missing = [key for key in images if key not in stored]
     if missing:
         for start in tqdm(range(0, len(missing), batch_size), desc=description, leave=False):
@@ -49,6 +61,8 @@ def cached_features(
             tokens = encode(torch.stack([load_image(key) for key in keys]))
             stored.update({key: value.cpu().contiguous() for key, value in zip(keys, tokens, strict=True)})
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        save_file(stored, str(cache_file))
+        partial = cache_file.with_name(cache_file.name + ".partial")
+        save_file(stored, str(partial))
+        os.replace(partial, cache_file)  # atomic: a killed run never leaves a torn cache behind
         log.info("feature cache %s: encoded %d new image(s), %d stored", cache_file, len(missing), len(stored))
     return {key: stored[key] for key in images}
