@@ -239,3 +239,30 @@ def test_the_number_guard_lets_a_digit_continue_a_word_but_never_start_a_number(
     assert guarded[0, digit] == 0  # 'HbA' + '1' + 'c'
     assert guarded[1, digit] == -math.inf and guarded[2, digit] == -math.inf  # after punctuation, after a digit
     assert guard(torch.zeros(1, 0, dtype=torch.long), torch.zeros(1, len(tokenizer)))[0, digit] == -math.inf
+
+
+def test_the_ridge_readout_is_fitted_once_in_closed_form_and_saved_with_the_trainable_weights(tmp_path) -> None:
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from grok.grounding.readout import RidgeReadout
+
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randn(60, 4, 3, generator=generator)
+    truth = tokens.flatten(1) @ torch.randn(12, 2, generator=generator)
+    targets = truth + 0.1 * torch.randn(60, 2, generator=generator)
+    targets[:5, 1] = float("nan")  # unknown for five images: that quantity is fitted on the other 55
+    head = RidgeReadout(4, 3, 2)
+    assert torch.equal(head(tokens), torch.zeros(60, 2)) and not head.fitted  # the training mean before the fit
+    alphas = [0.1, 1.0, 10.0]
+    head.fit(tokens, targets, alphas)
+    for column, rows in ((0, slice(None)), (1, slice(5, None))):
+        reference = make_pipeline(StandardScaler(), RidgeCV(alphas=alphas)).fit(
+            tokens.flatten(1)[rows].numpy(), targets[rows, column].numpy()
+        )
+        expected = torch.tensor(reference.predict(tokens.flatten(1).numpy()), dtype=torch.float32)
+        torch.testing.assert_close(head(tokens)[:, column], expected, atol=1e-4, rtol=1e-4)
+    reloaded = RidgeReadout(4, 3, 2)
+    reloaded.load_state_dict(head.state_dict())  # buffers: saved with the trainable weights and the export
+    assert torch.equal(reloaded(tokens), head(tokens)) and reloaded.fitted

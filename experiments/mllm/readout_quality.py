@@ -58,8 +58,7 @@ def measure(module, dataset: InstructionDataset, batch_size: int = 32) -> dict[s
     estimates, truth, summaries = [], [], {m: [] for m in model.encoders}
     for start in range(0, len(dataset), batch_size):
         batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-        fused = model.fused_tokens(batch)
-        estimates.append(model.grounding.estimate(fused, batch["input_ids"].shape[0], torch.device("cpu")).numpy())
+        estimates.append(model.readout_estimates(batch).numpy())
         truth.append(batch["quantity_values"].numpy())
         for modality in model.encoders:
             tokens = model.encode_images(modality, batch[f"{modality}_pixels"])

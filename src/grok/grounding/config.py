@@ -30,6 +30,8 @@ class GroundingSettings:
     value_context: bool = False
     context_hidden_dim: int = 128
     carry_window: int = 0
+    readout: str = "attention"
+    ridge_alphas: tuple[float, ...] = tuple(10.0 ** (k / 2) for k in range(-2, 11))
     preamble: bool = True
     estimate_marker: str = "≈"
     forbid_digits: bool = True

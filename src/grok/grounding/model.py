@@ -22,10 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from grok.grounding.readout import RidgeReadout
 from grok.grounding.symbols import KINDS, QuantityTokens
 from grok.grounding.values import SOURCE_CODES, QuantityStatistics
 
 GROUNDING_SOURCES = ("auto", "input", "readout")
+READOUTS = ("attention", "ridge")  # attention pooling over fused tokens, trained; ridge on encoder tokens, fitted
 VALUE_FEATURES = 5  # z-score, position in the reference range, distance below it, distance above it, has a range
 THRESHOLD_FEATURES = 3  # standardised distance to a knowledge-base threshold, at or above it, known
 Z_CLIP = 8.0
@@ -132,6 +134,8 @@ class QuantityGrounding(nn.Module):
         value_context: bool = False,
         context_hidden_dim: int = 128,
         carry_window: int = 0,
+        readout: str = "attention",
+        token_shapes: Mapping[str, tuple[int, int]] | None = None,
         preamble: bool = True,
         decimals: Tensor | None = None,
         valid_range: Tensor | None = None,
@@ -166,8 +170,17 @@ class QuantityGrounding(nn.Module):
         self.carry_window = int(carry_window)
         self.carry = nn.Linear(llm_dim, llm_dim)
         self.image_keys = {m: tokens.image_keys.get(m, ()) for m in modalities if tokens.image_keys.get(m)}
+        if readout not in READOUTS:
+            raise ValueError(f"grounding.readout={readout!r} is not one of {list(READOUTS)}")
+        if readout == "ridge" and not all(m in (token_shapes or {}) for m in self.image_keys):
+            raise ValueError("grounding.readout=ridge needs the encoders' token shapes (num_tokens, dim) per modality")
         self.readout = nn.ModuleDict(
-            {m: ReadoutHead(llm_dim, len(keys), readout_hidden_dim) for m, keys in self.image_keys.items()}
+            {
+                m: RidgeReadout(*token_shapes[m], len(keys))
+                if readout == "ridge"
+                else ReadoutHead(llm_dim, len(keys), readout_hidden_dim)
+                for m, keys in self.image_keys.items()
+            }
         )
         symbols = tokens.symbols
         self.register_buffer("mean", torch.tensor(statistics.mean, dtype=torch.float32), persistent=False)
@@ -319,14 +332,28 @@ class QuantityGrounding(nn.Module):
         return self.add_value_embeddings(rows, output, self._context)
 
     # ---- read-out and resolution ------------------------------------------------------------------------------------
-    def estimate(self, fused: Mapping[str, tuple[Tensor, Tensor]], batch_size: int, device: torch.device) -> Tensor:
+    def _head_inputs(
+        self, fused: Mapping[str, tuple[Tensor, Tensor]], encoded: Mapping[str, tuple[Tensor, Tensor]] | None
+    ) -> Iterator[tuple[str, Tensor, Tensor]]:
+        """(modality, tokens, owners) each read-out head reads: the fused tokens, or the encoder's for ridge."""
+        for modality, head in self.readout.items():
+            inputs = (encoded or {}) if isinstance(head, RidgeReadout) else fused
+            if modality in inputs and inputs[modality][0] is not None and inputs[modality][0].shape[0]:
+                yield modality, inputs[modality][0], inputs[modality][1]
+
+    def estimate(
+        self,
+        fused: Mapping[str, tuple[Tensor, Tensor]],
+        batch_size: int,
+        device: torch.device,
+        encoded: Mapping[str, tuple[Tensor, Tensor]] | None = None,
+    ) -> Tensor:
         """[B, K] read-out estimates (NaN where no image measures the quantity) from each image's fused tokens
-        (`fused[modality] = (tokens [n, N, H], sample_index [n])`); the mean where a sample has several images."""
+        (`fused[modality] = (tokens [n, N, H], sample_index [n])`; a ridge head reads `encoded`, the encoder's
+        tokens); the mean where a sample has several images."""
         total = torch.zeros(batch_size, len(self.tokens.keys), device=device)
         count = torch.zeros_like(total)
-        for modality, (tokens, owners) in fused.items():
-            if modality not in self.readout or tokens is None or not tokens.shape[0]:
-                continue
+        for modality, tokens, owners in self._head_inputs(fused, encoded):
             keys = getattr(self, f"{modality}_keys")
             z = self.readout[modality](tokens).float()
             value = z * self.std[keys] + self.mean[keys]
@@ -340,10 +367,13 @@ class QuantityGrounding(nn.Module):
         return torch.round(mean * scale) / scale
 
     def readout_loss(self, fused: Mapping[str, tuple[Tensor, Tensor]], values: Tensor) -> Tensor:
-        """Mean squared error of the standardised estimates against the table's known values (masked)."""
+        """Mean squared error of the standardised estimates against the table's known values (masked); a fitted
+        ridge head has no loss."""
         losses = []
         for modality, (tokens, owners) in fused.items():
-            if modality not in self.readout or tokens is None or not tokens.shape[0]:
+            if modality not in self.readout or isinstance(self.readout[modality], RidgeReadout):
+                continue
+            if tokens is None or not tokens.shape[0]:
                 continue
             keys = getattr(self, f"{modality}_keys")
             target = (values[owners][:, keys] - self.mean[keys]) / self.std[keys]
@@ -354,6 +384,20 @@ class QuantityGrounding(nn.Module):
         if not losses:
             return values.new_zeros(())
         return torch.stack(losses).mean()
+
+    def fit_ridge_readouts(self, encoded: Mapping[str, tuple[Tensor, Tensor]], values: Tensor, alphas) -> list[str]:
+        """Fit every ridge head on training images: `encoded[modality] = (tokens [n, N, D], row of `values` [n])`,
+        `values` [R, K] the eyes' own table values; returns the modalities fitted."""
+        fitted = []
+        for modality, head in self.readout.items():
+            if not isinstance(head, RidgeReadout) or modality not in encoded:
+                continue
+            tokens, rows = encoded[modality]
+            keys = getattr(self, f"{modality}_keys")
+            targets = (values[rows][:, keys].float() - self.mean[keys]) / self.std[keys]
+            head.fit(tokens.float().cpu(), targets.cpu(), alphas)
+            fitted.append(modality)
+        return fitted
 
     def resolve(self, batch: Mapping[str, Tensor], estimates: Tensor | None, source: str | None) -> ResolvedQuantities:
         """The values in force: `source=None` keeps the table as it is (teacher forcing); `input` uses only what is

@@ -41,8 +41,7 @@ class RulesReporter:
     @torch.no_grad()
     def batch_reports(self, batch: Mapping[str, Any], source: str = "auto") -> list[tuple[str, list[QuotedQuantity]]]:
         """(report, quoted quantities) of every sample of a collated batch."""
-        fused = self.model.fused_tokens(batch)
-        estimates = self.model.grounding.estimate(fused, batch["input_ids"].shape[0], batch["input_ids"].device)
+        estimates = self.model.readout_estimates(batch)
         resolved = self.model.grounding.resolve(batch, estimates, source)
         out = []
         for sample, record_id in enumerate(batch["ids"]):

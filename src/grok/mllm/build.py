@@ -132,7 +132,8 @@ def build_grok_mllm(
     ids = placeholder_ids(tokenizer)
     quantity_grounding = None
     if grounding is not None:
-        quantity_grounding = seeded(init_seed, lambda: grounding.module(tokenizer, vocabulary, llm_dim, tuple(built)))
+        shapes = {m: (int(e.num_patches), int(e.embed_dim)) for m, e in built.items()}
+        quantity_grounding = seeded(init_seed, lambda: grounding.module(tokenizer, vocabulary, llm_dim, shapes))
     return GrokMLLM(
         language_model,
         built,
@@ -172,7 +173,11 @@ class GroundingParts:
         return kept[vocabulary.to_real(kept) == rows]
 
     def module(
-        self, tokenizer: Any, vocabulary: VocabularyMap | None, llm_dim: int, modalities: tuple[str, ...]
+        self,
+        tokenizer: Any,
+        vocabulary: VocabularyMap | None,
+        llm_dim: int,
+        token_shapes: Mapping[str, tuple[int, int]],
     ) -> QuantityGrounding:
         """The QuantityGrounding module (token rows follow the trimmed vocabulary when there is one)."""
         ids = tokenizer.convert_tokens_to_ids(self.tokens.tokens)
@@ -193,7 +198,9 @@ class GroundingParts:
             self.statistics,
             rows,
             llm_dim,
-            modalities=modalities,
+            modalities=tuple(token_shapes),
+            readout=settings.readout,
+            token_shapes=token_shapes,
             value_hidden_dim=settings.value_hidden_dim,
             readout_hidden_dim=settings.readout_hidden_dim,
             readout_loss_weight=settings.readout_loss_weight,

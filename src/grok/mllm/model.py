@@ -99,16 +99,32 @@ class GrokMLLM(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoders):
             return encoder.encode(pixels).patch_tokens
 
-    def fused_tokens(self, batch: Mapping[str, Any]) -> dict[str, tuple[Tensor, Tensor]]:
-        """Fused visual tokens of every image in `batch` per modality: (tokens [n, N, H], owner sample [n])."""
-        tokens: dict[str, Tensor | None] = {}
-        owners: dict[str, Tensor] = {}
+    def encoder_tokens(self, batch: Mapping[str, Any]) -> dict[str, tuple[Tensor | None, Tensor]]:
+        """Frozen-encoder tokens of every image in `batch` per modality (cached features, or encoded from pixels):
+        (tokens [n, N, D] or None, owner sample [n])."""
+        encoded: dict[str, tuple[Tensor | None, Tensor]] = {}
         for modality in MODALITIES:
             features, pixels = batch.get(f"{modality}_features"), batch.get(f"{modality}_pixels")
             if features is None and pixels is not None and pixels.shape[0]:
                 features = self.encode_images(modality, pixels)
-            tokens[modality] = features if features is not None and features.shape[0] else None
-            owners[modality] = batch.get(f"{modality}_sample_index", torch.zeros(0, dtype=torch.long))
+            owners = batch.get(f"{modality}_sample_index", torch.zeros(0, dtype=torch.long))
+            encoded[modality] = (features if features is not None and features.shape[0] else None, owners)
+        return encoded
+
+    def readout_estimates(self, batch: Mapping[str, Any]) -> Tensor:
+        """[B, K] the read-out's estimates of a batch (grounded models only)."""
+        encoded = self.encoder_tokens(batch)
+        fused = self.fused_tokens(batch, encoded)
+        ids = batch["input_ids"]
+        return self.grounding.estimate(fused, ids.shape[0], ids.device, encoded=_present(encoded))
+
+    def fused_tokens(
+        self, batch: Mapping[str, Any], encoded: Mapping[str, tuple[Tensor | None, Tensor]] | None = None
+    ) -> dict[str, tuple[Tensor, Tensor]]:
+        """Fused visual tokens of every image in `batch` per modality: (tokens [n, N, H], owner sample [n])."""
+        encoded = encoded if encoded is not None else self.encoder_tokens(batch)
+        tokens = {modality: encoded[modality][0] for modality in MODALITIES}
+        owners = {modality: encoded[modality][1] for modality in MODALITIES}
         pairs = (
             _pairs(owners["oct"], owners["cfp"]) if tokens["oct"] is not None and tokens["cfp"] is not None else None
         )
@@ -129,12 +145,15 @@ class GrokMLLM(nn.Module):
         `readout`) resolves them with the read-out head's estimates first (inference).
         """
         input_ids = batch["input_ids"]
-        fused = self.fused_tokens(batch)
+        encoded = self.encoder_tokens(batch)
+        fused = self.fused_tokens(batch, encoded)
         quantities = None
         if self.grounding is not None:
             estimates = None
             if source is not None:
-                estimates = self.grounding.estimate(fused, input_ids.shape[0], input_ids.device)
+                estimates = self.grounding.estimate(
+                    fused, input_ids.shape[0], input_ids.device, encoded=_present(encoded)
+                )
             quantities = self.grounding.resolve(batch, estimates, source)
         embedding = self.causal_lm.get_input_embeddings()
         rows = self._compact(input_ids)
@@ -253,6 +272,11 @@ class GrokMLLM(nn.Module):
             )
         ids = self.vocabulary.to_real(generated) if self.vocabulary is not None else generated
         return GenerationOutput(ids, prepared.quantities)
+
+
+def _present(encoded: Mapping[str, tuple[Tensor | None, Tensor]]) -> dict[str, tuple[Tensor, Tensor]]:
+    """The modalities of `encoded` that have images, owners on the tokens' device."""
+    return {m: (t, owners.to(t.device)) for m, (t, owners) in encoded.items() if t is not None}
 
 
 def _pairs(oct_owner: Tensor, cfp_owner: Tensor) -> Tensor:

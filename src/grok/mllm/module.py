@@ -9,15 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from grok.grounding.config import GroundingSettings, knowledge_base_of, quantity_tokens_of
 from grok.grounding.conversation import ConversationGrounding
+from grok.grounding.readout import RidgeReadout
 from grok.grounding.render import ReportRenderer
 from grok.grounding.values import QuantityStatistics
 from grok.mllm.build import GroundingParts, build_grok_mllm, build_vocabulary, frozen_checksum
 from grok.mllm.chat import DEFAULT_SYSTEM_PROMPT
+from grok.mllm.datamodule import image_paths
 from grok.mllm.encoders import transform_settings
 from grok.mllm.feature_cache import cached_features, encoder_fingerprint
 
@@ -137,8 +140,14 @@ class InstructModule(L.LightningModule):
 
     # ---- data --------------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        """With `feature_cache.enabled`, encode every image once (or read the cache) and serve features instead."""
+        """Serve cached features (`cache_features`); at fit, fit the ridge read-out (`fit_readout`)."""
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        self.cache_features(datamodule)
+        if stage == "fit" and datamodule is not None:
+            self.fit_readout(datamodule)
+
+    def cache_features(self, datamodule: Any) -> None:
+        """With `feature_cache.enabled`, encode every image once (or read the cache) and serve features instead."""
         if not self.feature_cache.get("enabled") or datamodule is None or not self.model.freeze_encoders:
             return
         directory = Path(self.feature_cache["dir"])
@@ -156,6 +165,35 @@ class InstructModule(L.LightningModule):
                 description=f"caching {modality} features",
             )
             datamodule.attach_features(modality, features)
+
+    def fit_readout(self, datamodule: Any) -> None:
+        """Fit the ridge read-out heads (`grounding.readout=ridge`) on the training eyes' frozen tokens and their own
+        table values, once, before training (the encoders are frozen, so the fit cannot go stale)."""
+        grounding = self.model.grounding
+        if grounding is None or not any(isinstance(h, RidgeReadout) for h in grounding.readout.values()):
+            return
+        if "train" not in getattr(datamodule, "datasets", {}):
+            return
+        dataset = datamodule.datasets["train"]
+        tokens: dict[str, list[torch.Tensor]] = {m: [] for m in grounding.readout}
+        rows: dict[str, list[int]] = {m: [] for m in grounding.readout}
+        seen: dict[str, set[str]] = {m: set() for m in grounding.readout}
+        for index, record in enumerate(dataset.records):
+            for modality in grounding.readout:
+                for path in image_paths(record, modality):
+                    if path in seen[modality]:
+                        continue
+                    seen[modality].add(path)
+                    if modality in dataset.features:
+                        tokens[modality].append(dataset.features[modality][path])
+                    else:
+                        pixels = dataset.load_image(modality, path)[None].to(self.device)
+                        tokens[modality].append(self.model.encode_images(modality, pixels)[0].cpu())
+                    rows[modality].append(index)
+        values = torch.tensor(np.stack([table["quantity_values"] for table in dataset.tables]))
+        encoded = {m: (torch.stack(t), torch.tensor(rows[m])) for m, t in tokens.items() if t}
+        fitted = grounding.fit_ridge_readouts(encoded, values, self.grounding_parts.settings.ridge_alphas)
+        log.info("ridge read-out fitted on %s training images", {m: len(rows[m]) for m in fitted})
 
     def on_train_epoch_start(self) -> None:
         """Counterfactual training records are drawn afresh each epoch (grok.grounding.counterfactual)."""
@@ -276,6 +314,8 @@ class InstructModule(L.LightningModule):
         state = self.state_dict()
         trainable = {f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad}
         trainable |= {f"model.fusion.{name}" for name, _ in self.model.fusion.named_buffers()}
+        if self.model.grounding is not None:  # the fitted ridge read-out (persistent buffers)
+            trainable |= {f"model.grounding.{name}" for name in self.model.grounding.state_dict()}
         return {key: value for key, value in state.items() if key in trainable or ".vocabulary." in key}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
