@@ -174,13 +174,15 @@ class QuantityGrounding(nn.Module):
             raise ValueError(f"grounding.readout={readout!r} is not one of {list(READOUTS)}")
         if readout == "ridge" and not all(m in (token_shapes or {}) for m in self.image_keys):
             raise ValueError("grounding.readout=ridge needs the encoders' token shapes (num_tokens, dim) per modality")
-        self.readout = nn.ModuleDict(
-            {
-                m: RidgeReadout(*token_shapes[m], len(keys))
-                if readout == "ridge"
-                else ReadoutHead(llm_dim, len(keys), readout_hidden_dim)
-                for m, keys in self.image_keys.items()
-            }
+        # the attention heads train beside the LM in every setting (their regression loss also teaches the fusion to
+        # carry the quantities); with `readout=ridge` the estimates come from a ridge fit on the encoder tokens
+        self.attention_readout = nn.ModuleDict(
+            {m: ReadoutHead(llm_dim, len(keys), readout_hidden_dim) for m, keys in self.image_keys.items()}
+        )
+        self.ridge_readout = nn.ModuleDict(
+            {m: RidgeReadout(*token_shapes[m], len(keys)) for m, keys in self.image_keys.items()}
+            if readout == "ridge"
+            else {}
         )
         symbols = tokens.symbols
         self.register_buffer("mean", torch.tensor(statistics.mean, dtype=torch.float32), persistent=False)
@@ -332,6 +334,11 @@ class QuantityGrounding(nn.Module):
         return self.add_value_embeddings(rows, output, self._context)
 
     # ---- read-out and resolution ------------------------------------------------------------------------------------
+    @property
+    def readout(self) -> nn.ModuleDict:
+        """The heads whose estimates are quoted: the ridge fit (`readout=ridge`) or the attention heads."""
+        return self.ridge_readout if len(self.ridge_readout) else self.attention_readout
+
     def _head_inputs(
         self, fused: Mapping[str, tuple[Tensor, Tensor]], encoded: Mapping[str, tuple[Tensor, Tensor]] | None
     ) -> Iterator[tuple[str, Tensor, Tensor]]:
@@ -367,19 +374,17 @@ class QuantityGrounding(nn.Module):
         return torch.round(mean * scale) / scale
 
     def readout_loss(self, fused: Mapping[str, tuple[Tensor, Tensor]], values: Tensor) -> Tensor:
-        """Mean squared error of the standardised estimates against the table's known values (masked); a fitted
-        ridge head has no loss."""
+        """Mean squared error of the attention heads' standardised estimates against the table's known values
+        (masked)."""
         losses = []
         for modality, (tokens, owners) in fused.items():
-            if modality not in self.readout or isinstance(self.readout[modality], RidgeReadout):
-                continue
-            if tokens is None or not tokens.shape[0]:
+            if modality not in self.attention_readout or tokens is None or not tokens.shape[0]:
                 continue
             keys = getattr(self, f"{modality}_keys")
             target = (values[owners][:, keys] - self.mean[keys]) / self.std[keys]
             known = ~torch.isnan(target)
             if known.any():
-                z = self.readout[modality](tokens).float()
+                z = self.attention_readout[modality](tokens).float()
                 losses.append(F.mse_loss(z[known], target[known], reduction="sum") / known.sum())
         if not losses:
             return values.new_zeros(())
@@ -389,8 +394,8 @@ class QuantityGrounding(nn.Module):
         """Fit every ridge head on training images: `encoded[modality] = (tokens [n, N, D], row of `values` [n])`,
         `values` [R, K] the eyes' own table values; returns the modalities fitted."""
         fitted = []
-        for modality, head in self.readout.items():
-            if not isinstance(head, RidgeReadout) or modality not in encoded:
+        for modality, head in self.ridge_readout.items():
+            if modality not in encoded:
                 continue
             tokens, rows = encoded[modality]
             keys = getattr(self, f"{modality}_keys")
