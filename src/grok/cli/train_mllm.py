@@ -32,16 +32,12 @@ def run(cfg: DictConfig) -> float | None:
     if cfg.export.enabled and cfg.get("train", True) and trainer.is_global_zero:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if best:
-            module.load_state_dict(_checkpoint_state(best), strict=False)
+            module.load_state_dict(checkpoint_state_dict(best), strict=False)
             log.info("exporting the best checkpoint %s", best)
         export_mllm(module, cfg.export.dir, cfg, merge=cfg.export.merge)
     log.info("grok-train-mllm finished in %.1f s; metrics: %s", time.perf_counter() - started, metrics)
     value = metrics.get(cfg.get("monitor"))
     return float(value) if value is not None else None
-
-
-def _checkpoint_state(path: str) -> dict:
-    return checkpoint_state_dict(path)
 
 
 @hydra_entry("mllm")

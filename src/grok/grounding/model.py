@@ -31,6 +31,7 @@ READOUTS = ("attention", "ridge")  # attention pooling over fused tokens, traine
 VALUE_FEATURES = 5  # z-score, position in the reference range, distance below it, distance above it, has a range
 THRESHOLD_FEATURES = 3  # standardised distance to a knowledge-base threshold, at or above it, known
 Z_CLIP = 8.0
+NO_VALUE = 10**9  # "tokens since the last value token" where there was none
 
 
 class ValueEmbedding(nn.Module):
@@ -150,10 +151,9 @@ class QuantityGrounding(nn.Module):
             )
         self.judgement_weight = float(judgement_weight)
         self.judgement_window = int(judgement_window)
-        judged = torch.zeros(int(token_rows.max()) + 1, dtype=torch.bool)
-        if judgement_rows is not None and judgement_rows.numel():
-            judged = torch.zeros(max(int(token_rows.max()), int(judgement_rows.max())) + 1, dtype=torch.bool)
-            judged[judgement_rows.long()] = True
+        judged_rows = judgement_rows.long() if judgement_rows is not None else torch.zeros(0, dtype=torch.long)
+        judged = torch.zeros(int(torch.cat([token_rows.long(), judged_rows]).max()) + 1, dtype=torch.bool)
+        judged[judged_rows] = True
         self.register_buffer("judged_row", judged, persistent=False)
         self.preamble = preamble
         self.value_embedding = ValueEmbedding(llm_dim, value_hidden_dim)
@@ -212,7 +212,6 @@ class QuantityGrounding(nn.Module):
         self._context: ResolvedQuantities | None = None
         self._bypass = False
         self._carry_state: tuple[Tensor, Tensor] | None = None  # generation: (last value symbol, tokens since)
-        self._carry_symbol: Tensor | None = None
 
     # ---- which embedding rows are quantity tokens -------------------------------------------------------------------
     def symbol_of_row(self, rows: Tensor) -> Tensor:
@@ -229,10 +228,7 @@ class QuantityGrounding(nn.Module):
         if self.judgement_weight == 1.0 or (self.judgement_window == 0 and not self.judged_row.any()):
             return None
         symbol = self.symbol_of_row(rows)
-        is_value = (symbol >= 0) & (self.symbol_kind[symbol.clamp(min=0)] == KINDS.index("value"))
-        index = torch.arange(rows.shape[-1], device=rows.device).expand_as(rows)
-        last_value = torch.where(is_value, index, torch.full_like(index, -(10**9))).cummax(dim=-1).values
-        since = index - last_value
+        since, _ = self._since_value(symbol)
         judging = (since >= 1) & (since <= self.judgement_window) & (symbol < 0)
         inside = rows < self.judged_row.numel()
         judging |= inside & self.judged_row[rows.clamp(0, self.judged_row.numel() - 1)]
@@ -276,38 +272,32 @@ class QuantityGrounding(nn.Module):
             added = self._embed(symbol[positions], quantities, positions[0], embeds.dtype)
             embeds = embeds.index_put(positions, embeds[positions] + added)
         if self.carry_window:
-            carried, source = self._carried(symbol) if rows.shape[-1] > 1 else self._carried_step(symbol)
-            where = carried.nonzero(as_tuple=True)
+            since, carried_symbol = self._since_value(symbol) if rows.shape[-1] > 1 else self._since_value_step(symbol)
+            where = ((since >= 1) & (since <= self.carry_window) & (symbol < 0)).nonzero(as_tuple=True)
             if where[0].numel():
-                carried_symbol = symbol[where[0], source[where]] if rows.shape[-1] > 1 else self._carry_symbol[where[0]]
-                values = self._embed(carried_symbol, quantities, where[0], embeds.dtype)
+                values = self._embed(carried_symbol[where], quantities, where[0], embeds.dtype)
                 embeds = embeds.index_put(where, embeds[where] + self.carry(values))
         return embeds
 
-    def _carried_step(self, symbol: Tensor) -> tuple[Tensor, Tensor]:
-        """`_carried` for one generated token per sample ([B, 1]), from the state of the tokens generated before
-        (kept while `values_in_context` lasts; generation starts after the prompt's last value token)."""
-        is_value = (symbol[:, 0] >= 0) & (self.symbol_kind[symbol[:, 0].clamp(min=0)] == KINDS.index("value"))
-        if self._carry_state is None:
-            none = torch.full_like(symbol[:, 0], -1)
-            self._carry_state = (none, torch.full_like(none, 10**9))
-        last, since = self._carry_state
-        last = torch.where(is_value, symbol[:, 0], last)
-        since = torch.where(is_value, torch.zeros_like(since), since + 1)
-        self._carry_state = (last, since)
-        carried = (since >= 1) & (since <= self.carry_window) & (symbol[:, 0] < 0) & (last >= 0)
-        # the carried symbol itself (not a position): the caller looks up symbol[b, source]; give it a column of its own
-        self._carry_symbol = last.clamp(min=0)
-        return carried[:, None], torch.full_like(symbol, -1)
+    def _is_value(self, symbol: Tensor) -> Tensor:
+        return (symbol >= 0) & (self.symbol_kind[symbol.clamp(min=0)] == KINDS.index("value"))
 
-    def _carried(self, symbol: Tensor) -> tuple[Tensor, Tensor]:
-        """Positions within `carry_window` tokens after a value token (and not quantity tokens themselves), and the
-        position of that value token."""
-        is_value = (symbol >= 0) & (self.symbol_kind[symbol.clamp(min=0)] == KINDS.index("value"))
+    def _since_value(self, symbol: Tensor) -> tuple[Tensor, Tensor]:
+        """For each position of `symbol` [B, T]: tokens since the last value token at or before it (huge where there is
+        none) and that token's symbol (0 where none; the distance masks it)."""
         index = torch.arange(symbol.shape[-1], device=symbol.device).expand_as(symbol)
-        last = torch.where(is_value, index, torch.full_like(index, -(10**9))).cummax(dim=-1).values
-        since = index - last
-        return (since >= 1) & (since <= self.carry_window) & (symbol < 0), last.clamp(min=0)
+        last = torch.where(self._is_value(symbol), index, torch.full_like(index, -NO_VALUE)).cummax(dim=-1).values
+        return index - last, symbol.gather(-1, last.clamp(min=0)).clamp(min=0)
+
+    def _since_value_step(self, symbol: Tensor) -> tuple[Tensor, Tensor]:
+        """`_since_value` for one generated token per sample ([B, 1]), continuing from the tokens generated before
+        (the state lasts while `values_in_context` does; generation starts after the prompt's last value token)."""
+        if self._carry_state is None:
+            self._carry_state = (torch.zeros_like(symbol), torch.full_like(symbol, NO_VALUE))
+        last, since = self._carry_state
+        is_value = self._is_value(symbol)
+        self._carry_state = (torch.where(is_value, symbol, last), torch.where(is_value, 0, since + 1))
+        return self._carry_state[1], self._carry_state[0]
 
     @contextmanager
     def values_in_context(self, quantities: ResolvedQuantities) -> Iterator[None]:
@@ -353,7 +343,7 @@ class QuantityGrounding(nn.Module):
         fused: Mapping[str, tuple[Tensor, Tensor]],
         batch_size: int,
         device: torch.device,
-        encoded: Mapping[str, tuple[Tensor, Tensor]] | None = None,
+        encoded: Mapping[str, tuple[Tensor | None, Tensor]] | None = None,
     ) -> Tensor:
         """[B, K] read-out estimates (NaN where no image measures the quantity) from each image's fused tokens
         (`fused[modality] = (tokens [n, N, H], sample_index [n])`; a ridge head reads `encoded`, the encoder's

@@ -27,7 +27,6 @@ def encoder_fingerprint(encoder: nn.Module, transform: Mapping[str, Any]) -> str
     return digest.hexdigest()[:16]
 
 
-@torch.no_grad()
 def _read_cache(cache_file: Path) -> dict[str, torch.Tensor]:
     """The stored features, or none when the file is missing or unreadable (a torn write is rebuilt, with a warning)."""
     if not cache_file.is_file():
@@ -39,6 +38,7 @@ def _read_cache(cache_file: Path) -> dict[str, torch.Tensor]:
         return {}
 
 
+@torch.no_grad()
 def cached_features(
     encode: Callable[[torch.Tensor], torch.Tensor],
     images: Mapping[str, Path],

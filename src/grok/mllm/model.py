@@ -116,7 +116,7 @@ class GrokMLLM(nn.Module):
         encoded = self.encoder_tokens(batch)
         fused = self.fused_tokens(batch, encoded)
         ids = batch["input_ids"]
-        return self.grounding.estimate(fused, ids.shape[0], ids.device, encoded=_present(encoded))
+        return self.grounding.estimate(fused, ids.shape[0], ids.device, encoded=encoded)
 
     def fused_tokens(
         self, batch: Mapping[str, Any], encoded: Mapping[str, tuple[Tensor | None, Tensor]] | None = None
@@ -151,9 +151,7 @@ class GrokMLLM(nn.Module):
         if self.grounding is not None:
             estimates = None
             if source is not None:
-                estimates = self.grounding.estimate(
-                    fused, input_ids.shape[0], input_ids.device, encoded=_present(encoded)
-                )
+                estimates = self.grounding.estimate(fused, input_ids.shape[0], input_ids.device, encoded=encoded)
             quantities = self.grounding.resolve(batch, estimates, source)
         embedding = self.causal_lm.get_input_embeddings()
         rows = self._compact(input_ids)
@@ -272,11 +270,6 @@ class GrokMLLM(nn.Module):
             )
         ids = self.vocabulary.to_real(generated) if self.vocabulary is not None else generated
         return GenerationOutput(ids, prepared.quantities)
-
-
-def _present(encoded: Mapping[str, tuple[Tensor | None, Tensor]]) -> dict[str, tuple[Tensor, Tensor]]:
-    """The modalities of `encoded` that have images, owners on the tokens' device."""
-    return {m: (t, owners.to(t.device)) for m, (t, owners) in encoded.items() if t is not None}
 
 
 def _pairs(oct_owner: Tensor, cfp_owner: Tensor) -> Tensor:
