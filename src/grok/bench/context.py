@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from grok.utils.errors import InputError
+
 CATEGORIES = ("negated", "possible", "historical", "hypothetical", "pseudo")
 DIRECTIONS = ("forward", "backward", "both")
 _CLAUSE_END = re.compile(r"[;:]")
@@ -31,7 +33,7 @@ _LIST_ITEM = re.compile(
 )
 
 
-class ContextRulesError(ValueError):
+class ContextRulesError(InputError):
     """The ConText rules file is invalid; the message names the file and the entry."""
 
 

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from grok.schema.schema import Schema
+from grok.utils.errors import InputError
 
 FORMATS = ("auto", "paper", "csv")
 DEFAULT_PROMPT = "<oct>\n<cfp>\nWrite the diagnostic report."
 
 
-class ConversionError(ValueError):
+class ConversionError(InputError):
     """An input that cannot be converted; the message names the file, the record and the field."""
 
 

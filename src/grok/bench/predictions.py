@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from grok.utils.errors import InputError
 
-class PredictionsFileError(ValueError):
+
+class PredictionsFileError(InputError):
     """A predictions file named in the config does not exist."""
 
 

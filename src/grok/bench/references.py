@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from grok.schema.schema import Schema, load_schema
+from grok.utils.errors import InputError
 
 
-class ReferenceError(ValueError):
+class ReferenceError(InputError):
     """The reference dataset is unusable; the message names the file and line."""
 
 

@@ -9,13 +9,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from grok.utils.errors import InputError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 HEIDELBERG_SUFFIXES = (".vol", ".e2e")
 
 SliceSpec = str | int | Sequence[int]
 
 
-class ImageReadError(ValueError):
+class ImageReadError(InputError):
     """An image could not be read; the message names the file and why."""
 
     def __init__(self, path: Path | str, reason: str) -> None:

@@ -13,12 +13,13 @@ import pandas as pd
 
 from grok.schema.schema import Schema, load_schema
 from grok.schema.validate import TableValidationError, ValidationReport, validate_frame
+from grok.utils.errors import InputError
 
 SEPARATORS = {".csv": ",", ".tsv": "\t"}
 FORMATS = (*SEPARATORS, ".parquet")
 
 
-class TableReadError(ValueError):
+class TableReadError(InputError):
     """A table file could not be read; the message names the file and why."""
 
 

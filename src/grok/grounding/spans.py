@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from grok.utils.errors import InputError
+
 # Private-use code points: never produced by the templates, the tokenizer or a user.
 MARK_OPEN, MARK_SEP, MARK_CLOSE = "\ue000", "\ue001", "\ue002"
 MARKS = (MARK_OPEN, MARK_SEP, MARK_CLOSE)
@@ -25,7 +27,7 @@ class Span(NamedTuple):
     symbol: str
 
 
-class SpanError(ValueError):
+class SpanError(InputError):
     """Marks or spans that do not fit the text they describe."""
 
 

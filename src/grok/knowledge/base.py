@@ -8,13 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from grok.schema.schema import ReferenceRange, Schema
+from grok.utils.errors import InputError
 
 OPERATORS = ("above", "below", "at_least", "at_most")
 FINDING_KINDS = ("retinal", "systemic")
 SYSTEMIC_COLUMNS = ("age_years", "sex", "sbp_mmhg", "dbp_mmhg", "hba1c_mmol_mol", "bmi_kg_m2")
 
 
-class KnowledgeBaseError(ValueError):
+class KnowledgeBaseError(InputError):
     """The knowledge base file is invalid; the message names the file and the key at fault."""
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from transformers import PreTrainedTokenizerBase
 
 from grok.mllm.tokenizer import IM_END, IM_START, IMAGE_PLACEHOLDERS
+from grok.utils.errors import InputError
 
 IGNORE_INDEX = -100
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
@@ -15,7 +16,7 @@ DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
-class ConversationError(ValueError):
+class ConversationError(InputError):
     """A conversation cannot be encoded; the message names the record and what was expected."""
 
 

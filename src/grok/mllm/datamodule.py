@@ -23,12 +23,13 @@ from grok.mllm.collator import InstructCollator, LengthGroupedSampler
 from grok.mllm.model import MODALITIES
 from grok.mllm.tokenizer import IMAGE_PLACEHOLDERS
 from grok.models.encoders import read_export_config
+from grok.utils.errors import InputError
 
 log = logging.getLogger(__name__)
 READERS: Mapping[str, Callable] = {"oct": read_oct, "cfp": read_cfp}
 
 
-class InstructionFormatError(ValueError):
+class InstructionFormatError(InputError):
     """An instruction record does not follow contract 5; the message names the file and line."""
 
 

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import torch
 
 from grok.mllm.chat import IGNORE_INDEX
+from grok.utils.errors import InputError
 
 
-class PlaceholderMismatchError(ValueError):
+class PlaceholderMismatchError(InputError):
     """The placeholders in a batch's token ids do not match the images given for it."""
 
 

@@ -11,11 +11,13 @@ from typing import Any
 
 import yaml
 
+from grok.utils.errors import InputError
+
 PACKAGE_BIOMARKERS = "biomarkers.yaml"
 PACKAGE_LABELS = "labels.yaml"
 
 
-class SchemaError(ValueError):
+class SchemaError(InputError):
     """A schema file is malformed; the message names the file and the key at fault."""
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from grok.schema.schema import Biomarker, Schema, SchemaError, load_schema, parse_labels
 from grok.schema.units import UNIT_ALTERNATIVES, canonical_unit
+from grok.utils.errors import InputError
 
 KEY_COLUMNS = ("subject_id", "eye", "visit")
 UNIT_SUFFIX = re.compile(r"^(?P<stem>.+)_(?P<unit>[a-z%]+)$")
@@ -69,12 +70,20 @@ class ValidationReport:
         return "\n".join(lines)
 
 
-class TableValidationError(ValueError):
+class TableValidationError(InputError):
     """Raised by `grok.data.table.read_table` when a table has problems, with the full report attached."""
 
     def __init__(self, report: ValidationReport) -> None:
         self.report = report
         super().__init__(report.summary())
+
+    @property
+    def headline(self) -> str:
+        """The report on one line: the file, how many problems, and the first of them."""
+        first = self.report.problems[0] if self.report.problems else "no problem listed"
+        more = len(self.report.problems) - 1
+        tail = f" (+{more} more; grok-validate table=... lists them all)" if more else ""
+        return f"{first}{tail}"
 
 
 def _row_number(index: int, csv: bool) -> int:

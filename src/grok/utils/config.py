@@ -12,6 +12,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from grok.utils.errors import EXIT_BAD_INPUT, InputError, debug_requested, is_bad_input, one_line
 from grok.utils.resolvers import register_resolvers
 from grok.utils.startup import as_job, quiet_start
 
@@ -28,7 +29,7 @@ RENAMED_KEYS = {
 }
 
 
-class RenamedKeyError(ValueError):
+class RenamedKeyError(InputError):
     """A config key or override uses a name that was changed; the message names the new one."""
 
 
@@ -74,21 +75,27 @@ def config_dir() -> Path:
 def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
     """Wrap `task(cfg)` as a console entry point running Hydra on `conf/<config_name>.yaml`.
 
-    The entry point starts quietly (grok.utils.startup) and runs `task` as one job per run or sweep point.
+    The entry point starts quietly (grok.utils.startup) and runs `task` as one job per run or sweep point. Bad input
+    (`grok.utils.errors`) ends it with one line on stderr and exit status 2; other errors keep their traceback.
     """
 
     def decorator(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
         @wraps(task)
         def checked_task(cfg: DictConfig) -> Any:
-            check_config(cfg)
-            return task(cfg)
+            try:
+                check_config(cfg)
+                return task(cfg)
+            except Exception as error:
+                if debug_requested() or not is_bad_input(error):
+                    raise
+                report_bad_input(error)
 
         @wraps(task)
         def main() -> Any:
             try:
                 check_overrides(sys.argv[1:])
             except RenamedKeyError as error:
-                raise SystemExit(f"error: {error}") from None
+                report_bad_input(error)
             quiet_start()
             app = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)
             return app(as_job(checked_task))()
@@ -96,3 +103,14 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
         return main
 
     return decorator
+
+
+def program_name() -> str:
+    """The console command being run (e.g. `grok-infer`)."""
+    return Path(sys.argv[0]).name or "grok"
+
+
+def report_bad_input(error: BaseException) -> None:
+    """Print `error` as one line on stderr and exit with status 2 (bad input)."""
+    print(f"{program_name()}: error: {one_line(error)}", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_BAD_INPUT) from None

@@ -21,6 +21,7 @@ import yaml
 from grok.data.synth.anatomy import ETDRS_QUADRANTS, central_subfield_mean, etdrs_area_weights
 from grok.schema import load_schema
 from grok.schema.schema import Schema
+from grok.utils.errors import InputError
 
 RING_KEYS = ("fovea", "inner", "outer")
 LAYERS = ("rnfl", "gcipl", "inl", "onl_opl", "elm_isos", "isos_rpe", "rpe", "choroid")
@@ -29,7 +30,7 @@ EYES = ("R", "L")
 LABEL_STREAM, SUBJECT_STREAM = 0, 1
 
 
-class ProfileError(ValueError):
+class ProfileError(InputError):
     """A sampling-profile file is malformed; the message names the file and key."""
 
 

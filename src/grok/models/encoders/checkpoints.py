@@ -22,17 +22,18 @@ from timm.layers import resample_abs_pos_embed
 from torch import Tensor, nn
 
 from grok.models.encoders.vit import RetinaViT
+from grok.utils.errors import InputError
 
 log = logging.getLogger(__name__)
 
 StateDict = dict[str, Tensor]
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(InputError):
     """The checkpoint's keys or shapes do not match the encoder architecture."""
 
 
-class PickledCheckpointError(RuntimeError):
+class PickledCheckpointError(InputError):
     """A checkpoint needs full unpickling, which is refused unless the caller trusts the file."""
 
 
