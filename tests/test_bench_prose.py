@@ -288,7 +288,7 @@ def test_converter_errors_name_file_record_and_field(content, suffix, message, t
         read_external(path, "auto", SCHEMA, _COLUMNS)
 
 
-def test_grok_convert_cli_writes_both_files_and_exits_1_on_bad_input(tmp_path):
+def test_grok_convert_cli_writes_both_files_and_exits_2_on_bad_input(tmp_path):
     source = write_reports_csv(tmp_path / "model.csv", prose_fixture()[:5])
     command = [sys.executable, "-m", "grok.cli.convert", f"paths.root_dir={tmp_path}", f"input={source}"]
     outputs = [f"reference_out={tmp_path / 'ref.jsonl'}", f"predictions_out={tmp_path / 'my-llm_test.jsonl'}"]
@@ -301,5 +301,5 @@ def test_grok_convert_cli_writes_both_files_and_exits_1_on_bad_input(tmp_path):
     bad.write_text("id,report,label\nx,some report,Cataract\n")
     failed = subprocess.run([*command[:-1], f"input={bad}", f"reference_out={tmp_path / 'bad.jsonl'}"],
                             capture_output=True, text=True)  # fmt: skip
-    assert failed.returncode == 1 and "bad.csv: row 2: field 'label': unknown label 'Cataract'" in failed.stderr
+    assert failed.returncode == 2 and "bad.csv: row 2: field 'label': unknown label 'Cataract'" in failed.stderr
     assert not (tmp_path / "bad.jsonl").exists()

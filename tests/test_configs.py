@@ -134,8 +134,11 @@ def test_renamed_keys_fail_naming_the_new_key(override: str, new: str, monkeypat
     with pytest.raises(RenamedKeyError, match=new.split("=")[0].replace(".", r"\.")):
         check_overrides([override])
     monkeypatch.setattr("sys.argv", ["grok-train-mllm", override])
-    with pytest.raises(SystemExit, match=f"use {new.split('=')[0]}"):
+    with pytest.raises(SystemExit) as exit_info:
         main()
+    assert exit_info.value.code == 2  # bad input: one line on stderr naming the new key
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("grok-train-mllm: error: ") and f"use {new.split('=')[0]}" in line
 
 
 def test_a_config_file_with_a_renamed_key_fails_naming_the_new_key(tmp_path: Path) -> None:

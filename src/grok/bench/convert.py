@@ -10,6 +10,7 @@ file, the record (line or row) and the field; output files are written whole or 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -38,6 +39,7 @@ class ExternalReport:
     labels: tuple[str, ...]
     images: Mapping[str, Any] = field(default_factory=dict)
     prompt: str | None = None
+    where: str = field(default="", compare=False)  # file and line/record/row it came from (for error messages)
 
 
 def _key(text: str) -> str:
@@ -84,8 +86,20 @@ def _report_turn(record: Mapping[str, Any], where: str) -> tuple[str, str | None
     return answers[0].strip(), prompts[0] if prompts and isinstance(prompts[0], str) else None
 
 
+def _read_text(path: Path, encoding: str = "utf-8") -> str:
+    """The whole file as text; a binary (non-UTF-8) file is refused naming its line."""
+    data = path.read_bytes()
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ConversionError(
+            f"{path}:{line}: not UTF-8 text (byte {error.start}); expected the paper's JSON or a CSV"
+        ) from None
+
+
 def _paper_records(path: Path) -> list[tuple[str, Any]]:
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
@@ -119,7 +133,7 @@ def read_paper_json(path: str | Path, schema: Schema) -> list[ExternalReport]:
         report, prompt = _report_turn(record, where)
         images = {k: v for k, v in (("cfp", record.get("image")), ("oct", record.get("octs"))) if v}
         labels = parse_label_cell(record.get("label", record.get("labels")), index, where)
-        reports.append(ExternalReport(str(record_id).strip(), report, labels, images, prompt))
+        reports.append(ExternalReport(str(record_id).strip(), report, labels, images, prompt, where))
     return reports
 
 
@@ -127,22 +141,31 @@ def read_csv_reports(path: str | Path, schema: Schema, columns: Mapping[str, str
     """The reports of a CSV with an id, a report and (optionally) a label column (`columns` maps role -> name)."""
     path = Path(path)
     index = label_index(schema)
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
-        missing = [columns[role] for role in ("id", "report") if columns[role] not in header]
-        if missing:
-            raise ConversionError(f"{path}: missing column(s) {missing}; found {header} (set csv_columns.<role>=...)")
-        reports = []
-        for number, row in enumerate(reader, start=2):  # line 1 is the header
-            where = f"{path}: row {number}"
-            record_id, report = (row.get(columns["id"]) or "").strip(), (row.get(columns["report"]) or "").strip()
-            if not record_id:
-                raise ConversionError(f"{where}: field {columns['id']!r}: missing or empty")
-            if not report:
-                raise ConversionError(f"{where}: field {columns['report']!r}: empty report for id {record_id!r}")
-            labels = parse_label_cell(row.get(columns["label"]), index, where) if columns["label"] in header else ()
-            reports.append(ExternalReport(record_id, report, labels))
+    reader = csv.DictReader(io.StringIO(_read_text(path, "utf-8-sig"), newline=""))
+    try:
+        return _csv_reports(reader, path, index, columns)
+    except csv.Error as error:
+        raise ConversionError(f"{path}: line {reader.line_num}: not a readable CSV ({error})") from error
+
+
+def _csv_reports(
+    reader: csv.DictReader, path: Path, index: Mapping[str, str], columns: Mapping[str, str]
+) -> list[ExternalReport]:
+    """The reports of the rows of `reader` (a CSV of `path`)."""
+    header = reader.fieldnames or []
+    missing = [columns[role] for role in ("id", "report") if columns[role] not in header]
+    if missing:
+        raise ConversionError(f"{path}: missing column(s) {missing}; found {header} (set csv_columns.<role>=...)")
+    reports = []
+    for number, row in enumerate(reader, start=2):  # line 1 is the header
+        where = f"{path}: row {number}"
+        record_id, report = (row.get(columns["id"]) or "").strip(), (row.get(columns["report"]) or "").strip()
+        if not record_id:
+            raise ConversionError(f"{where}: field {columns['id']!r}: missing or empty")
+        if not report:
+            raise ConversionError(f"{where}: field {columns['report']!r}: empty report for id {record_id!r}")
+        labels = parse_label_cell(row.get(columns["label"]), index, where) if columns["label"] in header else ()
+        reports.append(ExternalReport(record_id, report, labels, where=where))
     return reports
 
 
@@ -151,6 +174,8 @@ def read_external(path: str | Path, fmt: str, schema: Schema, columns: Mapping[s
     path = Path(path)
     if fmt not in FORMATS:
         raise ConversionError(f"format: expected one of {list(FORMATS)}, got {fmt!r}")
+    if path.is_dir():
+        raise ConversionError(f"{path}: is a folder; expected the paper's JSON or a CSV file")
     if not path.is_file():
         raise ConversionError(f"{path}: input file not found")
     if fmt == "auto":
@@ -158,11 +183,13 @@ def read_external(path: str | Path, fmt: str, schema: Schema, columns: Mapping[s
     reports = read_csv_reports(path, schema, columns) if fmt == "csv" else read_paper_json(path, schema)
     if not reports:
         raise ConversionError(f"{path}: no reports")
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     for report in reports:
         if report.id in seen:
-            raise ConversionError(f"{path}: duplicate id {report.id!r} (one report per eye)")
-        seen.add(report.id)
+            raise ConversionError(
+                f"{report.where or path}: duplicate id {report.id!r} (first at {seen[report.id]}; one report per eye)"
+            )
+        seen[report.id] = report.where or str(path)
     return reports
 
 

@@ -16,7 +16,7 @@ from grok.utils.errors import InputError
 
 
 class PredictionsFileError(InputError):
-    """A predictions file named in the config does not exist."""
+    """A predictions file is missing, a folder, or holds no usable prediction record (e.g. a CSV or a binary file)."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class PredictionIssue:
 
     file: str
     line: int | None
-    kind: str  # bad_encoding|bad_json|missing_id|empty_text|duplicate_id|unknown_id|bad_scores|missing|empty_file
+    kind: str  # bad_encoding|bad_json|missing_id|empty_text|duplicate_id|unknown_id|bad_scores|missing
     message: str
 
     def __str__(self) -> str:
@@ -89,10 +89,14 @@ def load_predictions(path: str | Path, label_names: Sequence[str], model: str | 
     """Read a predictions JSONL file, validating every line.
 
     Lines that are not UTF-8, not JSON objects, lack an `id`, or carry an empty `prediction` are recorded as issues
-    and skipped (their eye then counts as a failure); a duplicated id keeps the first record. The model name is the
-    `model` argument, else the records' `model` field, else the file name without `_test.jsonl`.
+    and skipped (their eye then counts as a failure); a duplicated id keeps the first record. A file without a single
+    usable record (empty, or not JSONL at all: a CSV, a binary file) raises PredictionsFileError naming its first
+    problem. The model name is the `model` argument, else the records' `model` field, else the file name without
+    `_test.jsonl`.
     """
     path = Path(path)
+    if path.is_dir():
+        raise PredictionsFileError(f"{path}: is a folder; expected a predictions JSONL file")
     if not path.is_file():
         raise PredictionsFileError(f"{path}: predictions file not found")
     result = PredictionSet(model or "", str(path))
@@ -104,9 +108,18 @@ def load_predictions(path: str | Path, label_names: Sequence[str], model: str | 
                 result.issues.append(issue)
     if not result.model:
         result.model = models[0] if models else path.name.removesuffix(".jsonl").removesuffix("_test")
-    if not result.by_id and not result.issues:
-        result.issues.append(PredictionIssue(str(path), None, "empty_file", "the file holds no prediction records"))
+    if not result.by_id:
+        raise PredictionsFileError(_no_records_message(path, result.issues))
     return result
+
+
+def _no_records_message(path: Path, issues: Sequence[PredictionIssue]) -> str:
+    """Why a predictions file has no usable record: its first problem (file:line), or that it is empty."""
+    expected = 'expected JSON lines {"id": ..., "prediction": ...}'
+    if not issues:
+        return f"{path}: no prediction records (an empty file; {expected})"
+    more = f" (and {len(issues) - 1} more bad line(s))" if len(issues) > 1 else ""
+    return f"{issues[0]}{more}: no usable prediction record in the file; {expected}"
 
 
 def _read_line(

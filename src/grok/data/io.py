@@ -1,8 +1,15 @@
-"""Readers for OCT B-scans (single images, slice folders, multi-page TIFF, Heidelberg files) and fundus photographs."""
+"""Readers for OCT B-scans (single images, slice folders, multi-page TIFF, Heidelberg files) and fundus photographs.
+
+A file that cannot be decoded (missing, truncated, not an image, a decompression bomb) raises `ImageReadError` naming
+it. An image that does not look like its modality (a grey fundus photograph, a colour OCT) is read, with one warning
+per file naming it.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,12 +23,23 @@ HEIDELBERG_SUFFIXES = (".vol", ".e2e")
 
 SliceSpec = str | int | Sequence[int]
 
+# Colour spread: the mean over pixels of (largest - smallest channel), in 8-bit levels, on a small thumbnail. A grey
+# image stored as RGB (or as JPEG) stays at about 0-1; a fundus photograph is far above 30 (SynthEye's ~70).
+CFP_GREY_MAX_SPREAD = 1.0  # a fundus photograph at or below this is grey (R == G == B)
+OCT_COLOUR_MIN_SPREAD = 10.0  # an OCT B-scan above this is in colour (a screenshot, a heat map, a fundus photograph?)
+SPREAD_THUMBNAIL = (64, 64)
+# What PIL raises on a malformed file, besides its own error types (decoders surface struct and index errors).
+DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError)
+
+log = logging.getLogger(__name__)
+_warned: set[str] = set()  # files already warned about (one warning per file and process)
+
 
 class ImageReadError(InputError):
     """An image could not be read; the message names the file and why."""
 
     def __init__(self, path: Path | str, reason: str) -> None:
-        self.path = Path(path)
+        self.path, self.reason = Path(path), reason
         super().__init__(f"cannot read image {self.path}: {reason}")
 
 
@@ -44,12 +62,42 @@ def _to_uint8_grey(array: np.ndarray) -> Image.Image:
 def _open_image(path: Path) -> Image.Image:
     if not path.exists():
         raise ImageReadError(path, "file does not exist")
+    if path.is_dir():
+        raise ImageReadError(path, "is a folder, not an image file")
+    if path.stat().st_size == 0:
+        raise ImageReadError(path, "the file is empty (0 bytes)")
     try:
         image = Image.open(path)
         image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except Image.DecompressionBombError as error:
+        raise ImageReadError(path, f"refused as a possible decompression bomb ({error})") from error
+    except DECODE_ERRORS as error:
         raise ImageReadError(path, f"corrupt or unsupported image ({error})") from error
     return image
+
+
+def colour_spread(image: Image.Image) -> float:
+    """How far the image is from grey: the mean (largest - smallest channel) over a thumbnail, in 8-bit levels."""
+    if image.mode not in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV"):
+        return 0.0  # one channel (L, I, F, I;16...): grey by construction
+    thumbnail = image.convert("RGB").resize(SPREAD_THUMBNAIL, Image.Resampling.NEAREST)
+    pixels = np.asarray(thumbnail, dtype=np.int16)
+    return float((pixels.max(axis=-1) - pixels.min(axis=-1)).mean())
+
+
+def _check_modality(image: Image.Image, path: Path, modality: str) -> None:
+    """Warn once per file when an image does not look like its modality (a grey CFP, a colour OCT)."""
+    if str(path) in _warned:
+        return
+    spread = colour_spread(image)
+    if modality == "cfp" and spread <= CFP_GREY_MAX_SPREAD:
+        problem = f"is greyscale (mode {image.mode}, colour spread {spread:.1f}) but a fundus photograph is in colour"
+    elif modality == "oct" and spread > OCT_COLOUR_MIN_SPREAD:
+        problem = f"is in colour (colour spread {spread:.1f}) but an OCT B-scan is grey: is it a fundus photograph?"
+    else:
+        return
+    _warned.add(str(path))
+    log.warning("%s image %s %s", modality.upper(), path, problem)
 
 
 def _select(count: int, slices: SliceSpec, path: Path) -> list[int]:
@@ -75,8 +123,18 @@ def _read_tiff_frame(path: Path, index: int) -> Image.Image:
     image = _open_image(path)
     try:
         image.seek(index)
+        image.load()
     except EOFError as error:
         raise ImageReadError(path, f"no page {index}") from error
+    except DECODE_ERRORS as error:
+        raise ImageReadError(path, f"corrupt page {index} ({error})") from error
+    _check_modality(image, path, "oct")
+    return _grey(image)
+
+
+def _read_grey(path: Path) -> Image.Image:
+    image = _open_image(path)
+    _check_modality(image, path, "oct")
     return _grey(image)
 
 
@@ -113,7 +171,7 @@ def read_oct(path: Path | str, slices: SliceSpec = "central") -> Image.Image | l
     as_list = not isinstance(slices, (str, int))
     if path.is_dir():
         files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
-        chosen = [_grey(_open_image(files[i])) for i in _select(len(files), slices, path)]
+        chosen = [_read_grey(files[i]) for i in _select(len(files), slices, path)]
     elif path.suffix.lower() in HEIDELBERG_SUFFIXES:
         frames = _read_heidelberg(path)
         chosen = [frames[i] for i in _select(len(frames), slices, path)]
@@ -122,7 +180,7 @@ def read_oct(path: Path | str, slices: SliceSpec = "central") -> Image.Image | l
     elif path.suffix.lower() in IMAGE_SUFFIXES:
         if as_list or slices not in ("central", 0):
             _select(1, slices, path)  # validates the request against a one-slice "volume"
-        chosen = [_grey(_open_image(path))]
+        chosen = [_read_grey(path)]
     else:
         raise ImageReadError(
             path, f"unsupported OCT format '{path.suffix}'; expected {IMAGE_SUFFIXES + HEIDELBERG_SUFFIXES}"
@@ -136,4 +194,5 @@ def read_cfp(path: Path | str) -> Image.Image:
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise ImageReadError(path, f"unsupported fundus image format '{path.suffix}'; expected {IMAGE_SUFFIXES}")
     image = _open_image(path)
+    _check_modality(image, path, "cfp")
     return image.convert("RGB") if image.mode != "RGB" else image.copy()

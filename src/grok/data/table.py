@@ -2,7 +2,8 @@
 
 Every stage that reads a table (`grok-validate`, `grok-generate`, the alignment datamodule) reads it here, and by
 default a table with any problem stops the stage with the validator's report (file, row, column, value) before
-anything is trained or written.
+anything is trained or written. A file that cannot be read as a table (empty, not its extension's format, another
+separator than its extension's, rows longer than the header) raises `TableReadError` naming the file and the fix.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from pyarrow import ArrowException
 
 from grok.schema.schema import Schema, load_schema
 from grok.schema.validate import TableValidationError, ValidationReport, validate_frame
@@ -17,6 +19,9 @@ from grok.utils.errors import InputError
 
 SEPARATORS = {".csv": ",", ".tsv": "\t"}
 FORMATS = (*SEPARATORS, ".parquet")
+PARQUET_MAGIC = b"PAR1"  # the first (and last) four bytes of every Parquet file
+ZIP_MAGIC = b"PK\x03\x04"  # an Excel workbook (.xlsx) is a ZIP archive
+SEPARATOR_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
 
 
 class TableReadError(InputError):
@@ -36,19 +41,91 @@ def text_columns(schema: Schema) -> list[str]:
     return [name for name, spec in schema.identifiers.items() if spec.get("dtype") == "str"]
 
 
+def _sniff(head: bytes) -> str | None:
+    """What a file's first bytes say it is: 'parquet', 'an Excel/ZIP file', 'text' or None (unknown binary)."""
+    if head == PARQUET_MAGIC:
+        return "parquet"
+    if head == ZIP_MAGIC:
+        return "an Excel/ZIP file"
+    return "text" if head.isascii() else None
+
+
+def _content_problem(path: Path, suffix: str) -> str | None:
+    """Why the file's first bytes do not fit its extension's format (None when they do)."""
+    with open(path, "rb") as handle:
+        head = handle.read(len(PARQUET_MAGIC))
+    if not head:
+        return "the file is empty (0 bytes); expected a header row"
+    kind = _sniff(head)
+    if suffix == ".parquet" and kind != "parquet":
+        looks = {"text": "; it looks like text (a CSV? name it .csv)", None: ""}.get(kind, f"; it is {kind}")
+        return f"it is not a Parquet file (no 'PAR1' magic bytes){looks}"
+    if suffix != ".parquet" and kind == "parquet":
+        return "it is a Parquet file, not text: name it .parquet"
+    if suffix != ".parquet" and kind == "an Excel/ZIP file":
+        return f"it is {kind}, not text: export it as CSV or Parquet"
+    return None
+
+
+def _separator_problem(frame: pd.DataFrame, suffix: str) -> str | None:
+    """Why a CSV/TSV read as one column looks written with another separator (None when it does not)."""
+    if len(frame.columns) != 1:
+        return None
+    header = str(frame.columns[0])
+    found = [sep for sep in SEPARATOR_NAMES if sep != SEPARATORS[suffix] and sep in header]
+    if not found:
+        return None
+    expected = SEPARATOR_NAMES[SEPARATORS[suffix]]
+    return (
+        f"the header is one column holding {SEPARATOR_NAMES[found[0]]}s: the file looks "
+        f"{SEPARATOR_NAMES[found[0]]}-separated but a {suffix} file must be {expected}-separated"
+    )
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    """A Parquet file as a frame; a file that starts like Parquet but cannot be parsed is named corrupt or truncated."""
+    try:
+        return pd.read_parquet(path)
+    except (ArrowException, OSError) as error:
+        raise ValueError(f"corrupt or truncated Parquet file ({str(error).strip()})") from error
+
+
+def _read_file(path: Path, suffix: str, text: list[str]) -> pd.DataFrame:
+    """The file as a frame; every reason it cannot be read raises a `TableReadError` naming the file."""
+
+    def fail(reason: object) -> TableReadError:
+        return TableReadError(f"cannot read biomarker table {path} as {suffix[1:]}: {str(reason).strip()}")
+
+    problem = _content_problem(path, suffix)
+    if problem:
+        raise fail(problem)
+    try:
+        if suffix == ".parquet":
+            return _read_parquet(path)
+        frame = pd.read_csv(path, sep=SEPARATORS[suffix], dtype=dict.fromkeys(text, str))
+    except pd.errors.EmptyDataError as error:
+        raise fail("the file holds no header row (only blank lines)") from error
+    except UnicodeDecodeError as error:
+        byte = error.object[error.start]
+        raise fail(f"not UTF-8 text (byte {byte:#04x} at offset {error.start}); save it as UTF-8") from error
+    except (pd.errors.ParserError, ArrowException, OSError, ValueError) as error:
+        raise fail(error) from error
+    problem = _separator_problem(frame, suffix)
+    if problem:
+        raise fail(problem)
+    if not isinstance(frame.index, pd.RangeIndex):  # pandas makes the extra leading fields of long rows the index
+        columns = len(frame.columns)
+        raise fail(f"data rows have more fields than the header's {columns} (a stray separator or a missing name?)")
+    return frame
+
+
 def _read(path: Path, schema: Schema, key: str | None = None) -> pd.DataFrame:
     if not path.is_file():
         hint = f" (set {key}; grok-synth writes the SynthEye table)" if key else ""
         raise FileNotFoundError(f"biomarker table not found: {path}{hint}")
     suffix = table_format(path)
     text = text_columns(schema)
-    try:
-        if suffix == ".parquet":
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_csv(path, sep=SEPARATORS[suffix], dtype=dict.fromkeys(text, str))
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as error:
-        raise TableReadError(f"cannot read biomarker table {path} as {suffix[1:]}: {error}") from error
+    frame = _read_file(path, suffix, text)
     for column in text:
         if column in frame.columns and not pd.api.types.is_object_dtype(frame[column]):
             frame[column] = frame[column].astype(object).where(frame[column].isna(), frame[column].astype(str))

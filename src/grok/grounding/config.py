@@ -29,6 +29,8 @@ class GroundingSettings:
     judgement_vocabulary: bool = False
     value_context: bool = False
     context_hidden_dim: int = 128
+    judgement_head: bool = False
+    judgement_loss_weight: float = 1.0
     carry_window: int = 0
     readout: str = "attention"
     ridge_alphas: tuple[float, ...] = tuple(10.0 ** (k / 2) for k in range(-2, 11))

@@ -69,20 +69,42 @@ class ValueContext(nn.Module):
     conclusions ignored the values). The context vector puts which quantities lie below or above their ranges at
     every position, so the qualitative step and the conclusion can be read from it directly. Besides each value's
     features it sees where the value lies against each threshold the knowledge base defines (`<t:...>`).
+
+    With `num_judgements`, a judgement head on the hidden layer predicts the knowledge base's findings and diagnoses
+    (multi-label, supervised with the ones stage one derived from the same values), and the embeddings of the
+    predicted judgements (probability-weighted) join the vector: the language model is told what the values mean,
+    and only has to say it.
     """
 
-    def __init__(self, num_quantities: int, num_thresholds: int, llm_dim: int, hidden_dim: int = 128) -> None:
+    def __init__(
+        self, num_quantities: int, num_thresholds: int, llm_dim: int, hidden_dim: int = 128, num_judgements: int = 0
+    ) -> None:
         super().__init__()
         width = num_quantities * (VALUE_FEATURES + 1) + num_thresholds * THRESHOLD_FEATURES
         self.mlp = nn.Sequential(nn.Linear(width, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, llm_dim))
         nn.init.normal_(self.mlp[-1].weight, std=0.02)
         nn.init.zeros_(self.mlp[-1].bias)
+        self.judgement_head = nn.Linear(hidden_dim, num_judgements) if num_judgements else None
+        self.judgement_embedding = nn.Linear(num_judgements, llm_dim, bias=False) if num_judgements else None
 
-    def forward(self, features: Tensor, known: Tensor, thresholds: Tensor) -> Tensor:
-        """[B, K, 5] value features, [B, K] known mask, [B, n, 3] threshold features -> [B, llm_dim]."""
+    def hidden(self, features: Tensor, known: Tensor, thresholds: Tensor) -> Tensor:
+        """[B, K, 5] value features, [B, K] known mask, [B, n, 3] threshold features -> [B, hidden_dim]."""
         inputs = torch.cat([torch.nan_to_num(features) * known.unsqueeze(-1), known.unsqueeze(-1).float()], dim=-1)
         inputs = torch.cat([inputs.flatten(1), thresholds.flatten(1)], dim=-1)
-        return self.mlp(inputs.to(self.mlp[0].weight.dtype))
+        return self.mlp[1](self.mlp[0](inputs.to(self.mlp[0].weight.dtype)))
+
+    def judgement_logits(self, hidden: Tensor) -> Tensor | None:
+        """[B, J] logits of the findings and diagnoses (None without a judgement head)."""
+        return None if self.judgement_head is None else self.judgement_head(hidden)
+
+    def forward(self, features: Tensor, known: Tensor, thresholds: Tensor) -> Tensor:
+        """[B, llm_dim]: the values' vector, plus the predicted judgements' embeddings with a judgement head."""
+        hidden = self.hidden(features, known, thresholds)
+        context = self.mlp[2](hidden)
+        logits = self.judgement_logits(hidden)
+        if logits is not None:
+            context = context + self.judgement_embedding(torch.sigmoid(logits))
+        return context
 
 
 class ReadoutHead(nn.Module):
@@ -134,6 +156,8 @@ class QuantityGrounding(nn.Module):
         judgement_rows: Tensor | None = None,
         value_context: bool = False,
         context_hidden_dim: int = 128,
+        num_judgements: int = 0,
+        judgement_loss_weight: float = 1.0,
         carry_window: int = 0,
         readout: str = "attention",
         token_shapes: Mapping[str, tuple[int, int]] | None = None,
@@ -159,8 +183,11 @@ class QuantityGrounding(nn.Module):
         self.value_embedding = ValueEmbedding(llm_dim, value_hidden_dim)
         thresholds = [s for s in tokens.symbols if s.kind == "threshold"]
         self.value_context = (
-            ValueContext(len(tokens.keys), len(thresholds), llm_dim, context_hidden_dim) if value_context else None
+            ValueContext(len(tokens.keys), len(thresholds), llm_dim, context_hidden_dim, num_judgements)
+            if value_context
+            else None
         )
+        self.judgement_loss_weight = float(judgement_loss_weight)
         self.register_buffer(
             "threshold_keys", torch.tensor([tokens.key_index[s.key] for s in thresholds], dtype=torch.long), False
         )
@@ -247,10 +274,7 @@ class QuantityGrounding(nn.Module):
         features = ValueEmbedding.features(value, self.mean[key], self.std[key], low, high)
         return self.value_embedding(features, ~torch.isnan(value)).to(dtype)
 
-    def context(self, quantities: ResolvedQuantities) -> Tensor | None:
-        """[B, H] value-context vectors of a batch's values in force (None without `value_context`)."""
-        if self.value_context is None:
-            return None
+    def _context_inputs(self, quantities: ResolvedQuantities) -> tuple[Tensor, Tensor, Tensor]:
         values = quantities.values
         features = ValueEmbedding.features(values, self.mean, self.std, quantities.low, quantities.high)
         at = values[:, self.threshold_keys]
@@ -258,7 +282,21 @@ class QuantityGrounding(nn.Module):
         distance = ((at - self.threshold_values) / self.std[self.threshold_keys]).clamp(-Z_CLIP, Z_CLIP)
         reached = (at >= self.threshold_values) & known
         thresholds = torch.stack([torch.nan_to_num(distance) * known, reached.float(), known.float()], dim=-1)
-        return self.value_context(features, ~torch.isnan(values), thresholds)
+        return features, ~torch.isnan(values), thresholds
+
+    def context(self, quantities: ResolvedQuantities) -> Tensor | None:
+        """[B, H] value-context vectors of a batch's values in force (None without `value_context`)."""
+        if self.value_context is None:
+            return None
+        return self.value_context(*self._context_inputs(quantities))
+
+    def judgement_loss(self, quantities: ResolvedQuantities, targets: Tensor) -> Tensor | None:
+        """Binary cross-entropy of the value context's judgement head against the records' findings and diagnoses
+        ([B, J] 0/1); None without a judgement head."""
+        if self.value_context is None or self.value_context.judgement_head is None:
+            return None
+        logits = self.value_context.judgement_logits(self.value_context.hidden(*self._context_inputs(quantities)))
+        return F.binary_cross_entropy_with_logits(logits.float(), targets.float())
 
     def add_value_embeddings(self, rows: Tensor, embeds: Tensor, quantities: ResolvedQuantities) -> Tensor:
         """`embeds` ([B, T, H] of embedding rows `rows`) plus the value embedding at every quantity token (and the

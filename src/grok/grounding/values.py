@@ -33,6 +33,7 @@ class QuantityTable:
     low: np.ndarray  # float, NaN = no reference range
     high: np.ndarray
     sex: str | None = None  # the person's sex where known (reference ranges, the rules)
+    judgements: np.ndarray | None = None  # float 0/1 over `judgement_names`: the record's findings and diagnoses
 
     def as_item(self) -> dict[str, Any]:
         """The dataset item's fields (arrays stacked by the collator, the sex listed)."""
@@ -42,6 +43,7 @@ class QuantityTable:
             "quantity_low": self.low.astype(np.float32),
             "quantity_high": self.high.astype(np.float32),
             "quantity_sex": self.sex,
+            **({} if self.judgements is None else {"judgement_targets": self.judgements.astype(np.float32)}),
         }
 
 
@@ -82,11 +84,20 @@ def table_from_values(
     return QuantityTable(array, np.array([key in stated_keys for key in tokens.keys]), low, high, sex)
 
 
+def judgement_names(kb: KnowledgeBase) -> tuple[str, ...]:
+    """What the value context learns to judge: the knowledge base's findings, then the schema's diagnostic labels."""
+    return (*kb.findings, *kb.schema.label_names)
+
+
 def table_from_facts(facts: Mapping[str, Any], tokens: QuantityTokens, kb: KnowledgeBase) -> QuantityTable:
-    """A record's table: every value its `facts` hold (biomarkers and systemic), all counted as known."""
+    """A record's table: every value its `facts` hold (biomarkers and systemic), all counted as known, and the
+    findings and diagnoses stage one derived from them (`judgements`, the value context's targets)."""
     values = {**(facts.get("systemic") or {}), **(facts.get("biomarkers") or {})}
     sex = (facts.get("systemic") or {}).get("sex")
-    return table_from_values(values, tokens, kb, sex=sex if isinstance(sex, str) else None)
+    table = table_from_values(values, tokens, kb, sex=sex if isinstance(sex, str) else None)
+    judged = {*(facts.get("findings") or ()), *(facts.get("diagnoses") or ())}
+    table.judgements = np.array([name in judged for name in judgement_names(kb)], dtype=np.float32)
+    return table
 
 
 def _none_if_nan(value: float) -> float | None:

@@ -16,7 +16,7 @@ from grok.grounding.config import GroundingSettings, judgement_phrases
 from grok.grounding.conversation import ConversationGrounding
 from grok.grounding.model import QuantityGrounding
 from grok.grounding.symbols import QuantityTokens
-from grok.grounding.values import QuantityStatistics
+from grok.grounding.values import QuantityStatistics, judgement_names
 from grok.mllm.adaptation import adapt_language_model
 from grok.mllm.chat import DEFAULT_SYSTEM_PROMPT, render_conversation
 from grok.mllm.language_model import build_language_model
@@ -209,6 +209,8 @@ class GroundingParts:
             judgement_rows=self.judgement_rows(tokenizer, vocabulary) if settings.judgement_vocabulary else None,
             value_context=settings.value_context,
             context_hidden_dim=settings.context_hidden_dim,
+            num_judgements=len(judgement_names(kb)) if settings.judgement_head else 0,
+            judgement_loss_weight=settings.judgement_loss_weight,
             carry_window=settings.carry_window,
             preamble=settings.preamble,
             decimals=decimals,

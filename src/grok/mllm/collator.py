@@ -13,7 +13,14 @@ from torch.utils.data import Sampler
 from grok.mllm.chat import IGNORE_INDEX
 from grok.mllm.model import MODALITIES
 
-QUANTITY_FIELDS = ("quantity_values", "quantity_stated", "quantity_low", "quantity_high", "readout_values")
+QUANTITY_FIELDS = (
+    "quantity_values",
+    "quantity_stated",
+    "quantity_low",
+    "quantity_high",
+    "readout_values",
+    "judgement_targets",  # the record's findings and diagnoses (0/1), the value context's judgement targets
+)
 
 
 class InstructCollator:

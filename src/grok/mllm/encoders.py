@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from grok.models.encoders import RetinaViT, build_encoder, load_exported_encoder
+from grok.utils.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def build_oct_encoder(
             "first, or set model.oct_encoder.allow_unaligned=true to use an un-aligned random encoder."
         )
     if architecture is None:
-        raise ValueError("model.oct_encoder.architecture is required when allow_unaligned=true and no export exists")
+        raise InputError("model.oct_encoder.architecture is required when allow_unaligned=true and no export exists")
     log.warning("OCT encoder: no aligned export at %s, using an UN-ALIGNED random encoder", export_path)
     return build_encoder(architecture=architecture, transform=transform, name="oct (un-aligned)")
 

@@ -19,6 +19,7 @@ Layout of the export folder:
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import shutil
@@ -27,17 +28,36 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import yaml
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import load_file, save_file
+from omegaconf.errors import OmegaConfBaseException
+from safetensors.torch import save_file
 
 from grok.grounding.symbols import QuantityTokens
 from grok.mllm.build import frozen_checksum
 from grok.mllm.module import InstructModule
+from grok.models.encoders.checkpoints import CheckpointMismatchError, read_safetensors, safetensors_metadata
+from grok.utils.errors import InputError, is_bad_input, unwrapped
 
 log = logging.getLogger(__name__)
 CONFIG_FILE = "mllm_config.yaml"
 LAYOUT_FOLDERS = ("adapter", "base_model", "language_model", "merged")
 GROUNDING_FILES = ("quantity_tokens.json", "quantity_statistics.json", "knowledge_base.yaml")
+WEIGHTS_FILE = "trainable.safetensors"
+JSON_FILES = ("vocab_map.json", "quantity_tokens.json", "quantity_statistics.json")
+
+
+class ExportError(InputError):
+    """An MLLM export folder is incomplete or malformed; the message names the file and what was expected."""
+
+
+class ExportTargetError(ExportError):
+    """An export config names a `_target_` outside the allowlist (it would run code of the file's choosing)."""
+
+
+class ExportWeightsError(ExportError, CheckpointMismatchError):
+    """An export's trained weights do not fit the model its config rebuilds (missing, unexpected or changed)."""
 
 
 def export_mllm(module: InstructModule, directory: str | Path, cfg: DictConfig, merge: bool = False) -> Path:
@@ -111,7 +131,7 @@ def check_export_targets(cfg: Any, source: Path | str) -> None:
             if target is not None and not (
                 str(target).startswith(EXPORT_TARGET_PREFIXES) or str(target) in EXPORT_TARGETS
             ):
-                raise ValueError(
+                raise ExportTargetError(
                     f"{source}: {path or '<root>'}._target_={target!r} is not allowed in an export config (allowed: "
                     f"{', '.join(EXPORT_TARGET_PREFIXES)}* and {', '.join(sorted(EXPORT_TARGETS))})"
                 )
@@ -124,16 +144,86 @@ def check_export_targets(cfg: Any, source: Path | str) -> None:
     walk(OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else cfg, "")
 
 
+def read_export_config(directory: Path) -> DictConfig:
+    """The export's `mllm_config.yaml`: a mapping with `model` and `data` nodes, its `_target_`s allowlisted."""
+    config_file = directory / CONFIG_FILE
+    if directory.is_file():
+        raise ExportError(f"{directory}: is a file; model_dir must be the export folder grok-train-mllm writes")
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file} not found: is {directory} a GROK MLLM export? Run `make train-mllm`")
+    try:
+        cfg = OmegaConf.load(config_file)
+    except (yaml.YAMLError, OmegaConfBaseException, UnicodeDecodeError) as error:
+        detail = " ".join(str(error).split())[:200]
+        raise ExportError(f"{config_file}: not a valid YAML config ({detail})") from error
+    check_export_targets(cfg, config_file)
+    if not isinstance(cfg, DictConfig) or not all(isinstance(cfg.get(key), DictConfig) for key in ("model", "data")):
+        raise ExportError(
+            f"{config_file}: expected a mapping with 'model' and 'data' nodes (what grok-train-mllm saves)"
+        )
+    return cfg
+
+
+def _check_json_files(directory: Path) -> None:
+    """Refuse an export whose JSON side files (vocabulary map, quantity tokens and statistics) are not JSON."""
+    for name in JSON_FILES:
+        path = directory / name
+        if not path.is_file():
+            continue
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ExportError(f"{path}: not valid JSON ({error}); expected the file grok-train-mllm wrote") from error
+
+
+def _instantiate_module(cfg: DictConfig) -> InstructModule:
+    """The InstructModule of the export's `model` node (bad input met while building it is raised as itself)."""
+    try:
+        return hydra.utils.instantiate(cfg.model)
+    except InstantiationException as error:
+        if is_bad_input(error):
+            raise unwrapped(error) from error
+        raise
+
+
+def _load_trained_weights(module: InstructModule, weights_file: Path) -> None:
+    """Load the export's trained weights; any trainable weight missing from the file, or any tensor the rebuilt
+    model does not have, is refused with the names."""
+    state = read_safetensors(weights_file, what="trained MLLM weights")
+    expected = set(module.trainable_state_dict())
+    unexpected = sorted(set(state) - set(module.state_dict()))
+    missing = sorted(expected - set(state))
+    if unexpected:
+        raise ExportWeightsError(
+            f"{weights_file}: {len(unexpected)} tensor(s) not in the model rebuilt from {CONFIG_FILE} "
+            f"(e.g. {', '.join(unexpected[:5])}); the export's weights and config do not belong together"
+        )
+    if missing:
+        raise ExportWeightsError(
+            f"{weights_file}: lacks {len(missing)} trainable weight(s) of the model rebuilt from {CONFIG_FILE} (e.g. "
+            f"{', '.join(missing[:5])}); the export is incomplete or from another adaptation/architecture"
+        )
+    model_state = module.state_dict()
+    wrong = [
+        f"{k} {tuple(v.shape)} vs {tuple(model_state[k].shape)}"
+        for k, v in state.items()
+        if v.shape != model_state[k].shape
+    ]
+    if wrong:
+        raise ExportWeightsError(f"{weights_file}: {len(wrong)} tensor(s) of the wrong shape (e.g. {wrong[0]})")
+    module.load_state_dict(state, strict=False)
+
+
 def load_exported_mllm(
     directory: str | Path, overrides: dict[str, Any] | None = None
 ) -> tuple[InstructModule, DictConfig]:
     """Rebuild the InstructModule from an export folder and load its trained weights (frozen ones are checked)."""
     directory = Path(directory)
     config_file = directory / CONFIG_FILE
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{config_file} not found: is {directory} a GROK MLLM export? Run `make train-mllm`")
-    cfg = OmegaConf.load(config_file)
-    check_export_targets(cfg, config_file)
+    cfg = read_export_config(directory)
+    weights_file = directory / WEIGHTS_FILE
+    metadata = safetensors_metadata(weights_file, what="trained MLLM weights")  # before the (slow) model build
+    _check_json_files(directory)
     if (directory / "vocab_map.json").is_file():
         cfg.model.vocabulary = {"trim": True, "map_file": str(directory / "vocab_map.json")}
     if (directory / "knowledge_base.yaml").is_file():  # grounding: the export's own KB and statistics
@@ -144,27 +234,24 @@ def load_exported_mllm(
         cfg.model.grounding_statistics = str(directory / "quantity_statistics.json")
     for key, value in (overrides or {}).items():
         OmegaConf.update(cfg, key, value, merge=True)
-    module: InstructModule = hydra.utils.instantiate(cfg.model)
-    weights_file = directory / "trainable.safetensors"
-    state = load_file(str(weights_file))
-    missing = set(state) - set(module.state_dict())
-    if missing:
-        raise RuntimeError(f"{weights_file}: weights not in the rebuilt model: {sorted(missing)[:5]}")
-    module.load_state_dict(state, strict=False)
-    from safetensors import safe_open
-
-    with safe_open(str(weights_file), "pt") as handle:
-        expected = float((handle.metadata() or {}).get("frozen_checksum", "nan"))
+    module = _instantiate_module(cfg)
+    _load_trained_weights(module, weights_file)
+    try:
+        expected = float(metadata.get("frozen_checksum", "nan"))
+    except ValueError as error:
+        raise ExportError(
+            f"{weights_file}: metadata frozen_checksum={metadata['frozen_checksum']!r} is not a number"
+        ) from error
     actual = frozen_checksum(module.model)
     if not math.isnan(expected) and not math.isclose(expected, actual, rel_tol=1e-6):
-        raise RuntimeError(
+        raise ExportWeightsError(
             f"{directory}: frozen weights rebuilt from {config_file} (checksum {actual:.6g}) differ from training "
             f"({expected:.6g}); check llm.pretrained_path, the encoder exports and model.init_seed"
         )
     if module.grounding_parts is not None and (directory / "quantity_tokens.json").is_file():
         saved = QuantityTokens.load(directory / "quantity_tokens.json")
         if saved != module.grounding_parts.tokens:
-            raise RuntimeError(
+            raise ExportError(
                 f"{directory}: the quantity tokens rebuilt from knowledge_base.yaml differ from those saved"
             )
     module.eval()

@@ -206,6 +206,11 @@ class GrokMLLM(nn.Module):
             readout = self.grounding.readout_loss(prepared.fused, truth.float())
             outputs["readout_loss"] = readout
             outputs["loss"] = lm_loss + self.grounding.readout_loss_weight * readout
+            targets = batch.get("judgement_targets")
+            judged = None if targets is None else self.grounding.judgement_loss(prepared.quantities, targets)
+            if judged is not None:
+                outputs["judgement_loss"] = judged
+                outputs["loss"] = outputs["loss"] + self.grounding.judgement_loss_weight * judged
         return outputs
 
     def supervised_loss(self, hidden: Tensor, targets: Tensor, weights: Tensor | None = None) -> Tensor:

@@ -23,6 +23,7 @@ from grok.mllm.chat import DEFAULT_SYSTEM_PROMPT
 from grok.mllm.datamodule import image_paths
 from grok.mllm.encoders import transform_settings
 from grok.mllm.feature_cache import cached_features, encoder_fingerprint
+from grok.models.encoders.checkpoints import CheckpointMismatchError
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +211,8 @@ class InstructModule(L.LightningModule):
         if "readout_loss" in output:
             self.log("train/lm_loss", output["lm_loss"], batch_size=size)
             self.log("train/readout_loss", output["readout_loss"], batch_size=size)
+        if "judgement_loss" in output:
+            self.log("train/judgement_loss", output["judgement_loss"], batch_size=size)
         return output["loss"]
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
@@ -219,6 +222,8 @@ class InstructModule(L.LightningModule):
         if "readout_loss" in output:
             self.log("val/lm_loss", output["lm_loss"], sync_dist=True, batch_size=size)
             self.log("val/readout_loss", output["readout_loss"], sync_dist=True, batch_size=size)
+        if "judgement_loss" in output:
+            self.log("val/judgement_loss", output["judgement_loss"], sync_dist=True, batch_size=size)
 
     def on_validation_epoch_end(self) -> None:
         """With `clinical_validation.enabled`: greedy reports for the val split's report prompts, their diagnoses
@@ -322,17 +327,24 @@ class InstructModule(L.LightningModule):
         checkpoint["state_dict"] = self.trainable_state_dict()
         checkpoint["grok_frozen_checksum"] = frozen_checksum(self.model)
 
+    def _checkpoint_name(self) -> str:
+        """The checkpoint being restored (`ckpt_path`), for error messages."""
+        trainer = self._trainer
+        return str(getattr(trainer, "ckpt_path", None) or "ckpt_path") if trainer is not None else "ckpt_path"
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         missing = sorted(set(self.trainable_state_dict()) - set(checkpoint.get("state_dict", {})))
         if missing:
-            raise RuntimeError(
-                f"the checkpoint lacks {len(missing)} trainable weight(s) of this model (e.g. {missing[0]}): it was "
-                "trained with another language-model adaptation or architecture (adaptation=lora vs full, "
-                "adaptation.r, llm.config, fusion); resume with the settings it was trained with"
+            raise CheckpointMismatchError(
+                f"{self._checkpoint_name()}: the checkpoint lacks {len(missing)} trainable weight(s) of this model "
+                f"(e.g. {missing[0]}): it was trained with another language-model adaptation or architecture "
+                "(adaptation=lora vs full, adaptation.r, llm.config, fusion); resume with the settings it was trained "
+                "with"
             )
         expected, actual = checkpoint.get("grok_frozen_checksum"), frozen_checksum(self.model)
         if expected is not None and not math.isclose(expected, actual, rel_tol=1e-6):
-            raise RuntimeError(
-                f"the frozen weights built from this config (checksum {actual:.6g}) differ from those the checkpoint "
-                f"was trained with ({expected:.6g}): check llm.pretrained_path, the encoder exports and init_seed"
+            raise CheckpointMismatchError(
+                f"{self._checkpoint_name()}: the frozen weights built from this config (checksum {actual:.6g}) differ "
+                f"from those the checkpoint was trained with ({expected:.6g}): check llm.pretrained_path, the encoder "
+                "exports and init_seed"
             )

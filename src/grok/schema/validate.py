@@ -1,6 +1,7 @@
 """Check an in-memory biomarker table against the schema and report every problem with file, row and column.
 
-`grok.data.table` reads table files and runs this check on read.
+`grok.data.table` reads table files and runs this check on read. With an image root, every image the table names is
+decoded with the reader of its modality (`grok.data.io`): a missing, truncated or non-image file is a problem.
 """
 
 from __future__ import annotations
@@ -15,12 +16,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from grok.data.io import ImageReadError, read_cfp, read_oct
 from grok.schema.schema import Biomarker, Schema, SchemaError, load_schema, parse_labels
 from grok.schema.units import UNIT_ALTERNATIVES, canonical_unit
 from grok.utils.errors import InputError
 
 KEY_COLUMNS = ("subject_id", "eye", "visit")
 UNIT_SUFFIX = re.compile(r"^(?P<stem>.+)_(?P<unit>[a-z%]+)$")
+# Text that stands for a missing value (as `str(NaN)` or a spreadsheet writes it): never a valid identifier.
+MISSING_MARKERS = frozenset({"", "nan", "none", "null", "na", "n/a", "<na>", "#n/a", "-"})
+# The image reader of each image column, by the modality its name starts with (oct_path, cfp_path).
+IMAGE_READERS = {"oct": read_oct, "cfp": read_cfp}
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,11 @@ def _iter_column_problems(
     infinite = numbers & np.isinf(values)
     for index in np.flatnonzero(infinite):
         yield Problem("non_finite", file, column, _row_number(index, csv), f"value {values[index]:g} is not finite")
+    if biomarker.dtype == "int":
+        for index in np.flatnonzero(numbers & ~infinite & (np.mod(values, 1) != 0)):
+            yield Problem(
+                "bad_dtype", file, column, _row_number(index, csv), f"value {values[index]:g} is not an integer"
+            )
     if biomarker.valid_range is None:
         return
     low, high = biomarker.valid_range
@@ -188,6 +199,46 @@ def _as_numbers(series: pd.Series, missing: np.ndarray) -> tuple[np.ndarray, np.
     numeric = pd.to_numeric(series, errors="coerce")
     values = numeric.to_numpy(dtype=float, na_value=np.nan)
     return values, ~missing & np.isnan(values)
+
+
+def _integer_problems(series: pd.Series, column: str, file: str, csv: bool) -> Iterator[Problem]:
+    """Present cells of an integer identifier that are not whole numbers (text, 1.5, inf)."""
+    values, not_number = _as_numbers(series, series.isna().to_numpy())
+    with np.errstate(invalid="ignore"):
+        fractional = ~np.isnan(values) & (np.isinf(values) | (np.mod(values, 1) != 0))
+    for position in np.flatnonzero(not_number | fractional):
+        value = series.iloc[position]
+        shown = f"{value:g}" if isinstance(value, (float, np.floating)) else repr(value)
+        yield Problem("bad_dtype", file, column, _row_number(position, csv), f"value {shown} is not an integer")
+
+
+def _marker_problems(series: pd.Series, column: str, file: str, csv: bool) -> Iterator[Problem]:
+    """Present cells of a text identifier that spell a missing value ('nan', 'None', '', ...)."""
+    for position, value in enumerate(series):
+        if isinstance(value, str) and value.strip().lower() in MISSING_MARKERS:
+            yield Problem(
+                "missing_value", file, column, _row_number(position, csv), f"value {value!r} marks a missing value"
+            )
+
+
+def _image_problems(series: pd.Series, column: str, image_root: Path, file: str, csv: bool) -> Iterator[Problem]:
+    """Each image of the column that is missing or cannot be decoded by its modality's reader."""
+    reader = IMAGE_READERS.get(column.split("_", 1)[0])
+    root = str(image_root)
+    for position, value in enumerate(series):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        path = os.path.join(root, str(value))
+        row = _row_number(position, csv)
+        if not os.path.exists(path):
+            yield Problem("missing_image", file, column, row, f"image file {image_root / str(value)} does not exist")
+            continue
+        if reader is None:
+            continue
+        try:
+            reader(path)
+        except ImageReadError as error:
+            yield Problem("bad_image", file, column, row, f"image file {error.path}: {error.reason}")
 
 
 def validate_frame(
@@ -246,12 +297,9 @@ def validate_frame(
             for position in np.flatnonzero(frame[name].isna().to_numpy()):
                 problems.append(Problem("missing_value", file, name, _row_number(position, csv), "value is required"))
         if spec.get("dtype") == "int":
-            values, not_number = _as_numbers(frame[name], frame[name].isna().to_numpy())
-            for position in np.flatnonzero(not_number | np.isinf(values)):
-                value = frame[name].iloc[position]
-                problems.append(
-                    Problem("bad_dtype", file, name, _row_number(position, csv), f"value {value!r} is not an integer")
-                )
+            problems.extend(_integer_problems(frame[name], name, file, csv))
+        if spec.get("dtype") == "str":
+            problems.extend(_marker_problems(frame[name], name, file, csv))
 
     for name, biomarker in schema.biomarkers.items():
         if name not in frame.columns:
@@ -280,20 +328,6 @@ def validate_frame(
 
     if image_root is not None:
         for column in schema.image_columns:
-            if column not in frame.columns:
-                continue
-            root = str(image_root)
-            for position, value in enumerate(frame[column]):
-                if value is None or (isinstance(value, float) and math.isnan(value)):
-                    continue
-                if not os.path.exists(os.path.join(root, str(value))):
-                    problems.append(
-                        Problem(
-                            "missing_image",
-                            file,
-                            column,
-                            _row_number(position, csv),
-                            f"image file {image_root / str(value)} does not exist",
-                        )
-                    )
+            if column in frame.columns:
+                problems.extend(_image_problems(frame[column], column, image_root, file, csv))
     return report

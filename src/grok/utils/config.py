@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf
 
 from grok.utils.errors import EXIT_BAD_INPUT, InputError, debug_requested, is_bad_input, one_line
@@ -29,8 +33,18 @@ RENAMED_KEYS = {
 }
 
 
+# Keys (by their last part) whose default is a number or a bool but that Lightning also takes as text:
+# devices=auto or devices=0,1; deterministic=warn.
+TEXT_ALSO_ACCEPTED = frozenset({"devices", "deterministic"})
+TYPE_NAMES = {bool: "a boolean (true or false)", int: "an integer", float: "a number"}
+
+
 class RenamedKeyError(InputError):
     """A config key or override uses a name that was changed; the message names the new one."""
+
+
+class ConfigValueError(InputError):
+    """A command-line override gives a value of the wrong type; the message names the key, the value and the type."""
 
 
 def _renamed(key: str) -> str | None:
@@ -56,6 +70,50 @@ def check_config(cfg: DictConfig) -> None:
     for old in RENAMED_KEYS:
         if OmegaConf.select(cfg, old, default=None, throw_on_missing=False) is not None:
             raise RenamedKeyError(_renamed(old) or old)
+
+
+def _text_overrides(cfg: DictConfig, overrides: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """The overrides that set an existing value of `cfg` to text: {key: (the override, its value)}."""
+    found: dict[str, tuple[str, str]] = {}
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if not _may_be_mistyped(override):
+            continue
+        key, value = override.key_or_group, override.value()
+        if key.split(".")[-1] in TEXT_ALSO_ACCEPTED or "${" in value:
+            continue
+        current = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+        if isinstance(current, str):  # a value, not a config group or a node
+            found[key] = (override.input_line or f"{key}={value}", value)
+    return found
+
+
+def _may_be_mistyped(override: Override) -> bool:
+    """Whether the override changes an existing key to one plain text value (not `+key`, `~key`, a sweep, null)."""
+    if override.is_delete() or override.is_add() or override.is_sweep_override() or override.package is not None:
+        return False
+    return isinstance(override.value(), str)
+
+
+def check_override_types(cfg: DictConfig, overrides: Iterable[str], config_name: str) -> None:
+    """Refuse an override that gives text where the config's default is a bool, an integer or a number.
+
+    The defaults come from composing the same config without those overrides (only when one of them sets text, so a
+    run without text overrides pays nothing). An interpolation, null, a list or an int for a float are all accepted.
+    """
+    overrides = list(overrides)
+    suspects = _text_overrides(cfg, overrides)
+    if not suspects or not GlobalHydra.instance().is_initialized():  # e.g. a job a launcher runs in another process
+        return
+    kept = [o for o in overrides if o not in {line for line, _ in suspects.values()}]
+    defaults = hydra.compose(config_name=config_name, overrides=kept)
+    for key, (line, value) in suspects.items():
+        default = OmegaConf.select(defaults, key, default=None, throw_on_resolution_failure=False)
+        expected = type(default)
+        if expected in TYPE_NAMES:
+            raise ConfigValueError(
+                f"override {line!r}: {key} expects {TYPE_NAMES[expected]} (its default is {default!r}), "
+                f"got the text {value!r}"
+            )
 
 
 register_resolvers()
@@ -84,6 +142,8 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
         def checked_task(cfg: DictConfig) -> Any:
             try:
                 check_config(cfg)
+                hydra_cfg = HydraConfig.get()
+                check_override_types(cfg, hydra_cfg.overrides.task, hydra_cfg.job.config_name or config_name)
                 return task(cfg)
             except Exception as error:
                 if debug_requested() or not is_bad_input(error):

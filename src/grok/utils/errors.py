@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+from hydra.errors import InstantiationException
 from omegaconf.errors import OmegaConfBaseException
 
 EXIT_BAD_INPUT = 2
@@ -32,13 +33,22 @@ BAD_INPUT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def unwrapped(error: BaseException) -> BaseException:
+    """The error a Hydra `instantiate` wrapped (InstantiationException, possibly nested), else `error` itself: bad
+    input met while building an object (a model reading its vocabulary corpus) is still bad input."""
+    while isinstance(error, InstantiationException) and error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
 def is_bad_input(error: BaseException) -> bool:
     """True for an error that bad input raised (reported in one line), False for a bug (reported with a traceback)."""
-    return isinstance(error, BAD_INPUT_ERRORS)
+    return isinstance(unwrapped(error), BAD_INPUT_ERRORS)
 
 
 def one_line(error: BaseException) -> str:
     """The error's message on one line (a multi-line report keeps its first line and says how many it left off)."""
+    error = unwrapped(error)
     headline = getattr(error, "headline", None)  # a report's one-line form (e.g. a table's first problem)
     if isinstance(headline, str) and headline:
         return headline

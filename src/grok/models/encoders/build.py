@@ -11,6 +11,7 @@ import torch
 from grok.models.encoders.checkpoints import load_checkpoint
 from grok.models.encoders.exported import load_exported_encoder
 from grok.models.encoders.vit import RetinaViT
+from grok.utils.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +34,16 @@ def build_encoder(
     """
     if checkpoint_format == "exported":
         if not checkpoint:
-            raise ValueError(f"encoder '{name}': checkpoint_format 'exported' needs encoder.checkpoint (.safetensors)")
+            raise InputError(f"encoder '{name}': checkpoint_format 'exported' needs encoder.checkpoint (.safetensors)")
         model = load_exported_encoder(checkpoint)
         if transform is not None and model.transform_config and dict(transform) != model.transform_config:
-            raise ValueError(
+            raise InputError(
                 f"encoder '{name}': encoder.transform {dict(transform)} differs from the export's "
                 f"{model.transform_config} ({checkpoint}); the encoder must see images preprocessed as in training"
             )
     else:
         if architecture is None:
-            raise ValueError(f"encoder '{name}': encoder.architecture is required for format {checkpoint_format!r}")
+            raise InputError(f"encoder '{name}': encoder.architecture is required for format {checkpoint_format!r}")
         with torch.random.fork_rng(enabled=init_seed is not None):
             if init_seed is not None:
                 torch.manual_seed(init_seed)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from timm.layers import resample_abs_pos_embed
 from torch import Tensor, nn
@@ -35,6 +36,10 @@ class CheckpointMismatchError(InputError):
 
 class PickledCheckpointError(InputError):
     """A checkpoint needs full unpickling, which is refused unless the caller trusts the file."""
+
+
+class CheckpointReadError(InputError):
+    """A weights file cannot be read (truncated, corrupt, empty, not a weights file, a folder); names the path."""
 
 
 @dataclass
@@ -64,19 +69,68 @@ class LoadReport:
         return "\n".join(lines)
 
 
+def _require_weights_file(path: Path, what: str) -> None:
+    """Refuse a missing path or a folder where a weights file is expected."""
+    if path.is_dir():
+        raise CheckpointReadError(f"{path}: is a folder; expected a {what} file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+
+
+def _detail(error: BaseException) -> str:
+    """The informative line of a library error (torch's unpickler puts it deep in a long message)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    telling = [line for line in lines if "Unsupported" in line or "WeightsUnpickler error" in line]
+    chosen = telling[-1] if telling else (lines[0] if lines else type(error).__name__)
+    return chosen.split(" was not an allowed global")[0][:200]
+
+
+def read_safetensors(path: str | Path, device: str = "cpu", what: str = "safetensors weights") -> dict[str, Tensor]:
+    """Every tensor of a safetensors file; a truncated, corrupt or non-safetensors file raises CheckpointReadError."""
+    path = Path(path)
+    _require_weights_file(path, what)
+    try:
+        return load_file(str(path), device=device)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise CheckpointReadError(
+            f"{path}: not a readable safetensors file ({_detail(error)}); expected the complete {what} file "
+            "(was it truncated or overwritten?)"
+        ) from error
+
+
+def safetensors_metadata(path: str | Path, what: str = "safetensors weights") -> dict[str, str]:
+    """The string metadata of a safetensors file's header (empty when it has none)."""
+    path = Path(path)
+    _require_weights_file(path, what)
+    try:
+        with safe_open(str(path), "pt") as handle:
+            return dict(handle.metadata() or {})
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise CheckpointReadError(f"{path}: not a readable safetensors file ({_detail(error)})") from error
+
+
 def read_state_file(path: str | Path, trust_pickle: bool = False) -> dict:
     """Read a checkpoint file: safetensors directly, torch files with `weights_only=True` unless `trust_pickle`."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"encoder checkpoint not found: {path}")
+    _require_weights_file(path, "encoder checkpoint")
     if path.suffix == ".safetensors":
-        return load_file(str(path), device="cpu")
+        return read_safetensors(path, what="encoder checkpoint")
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as error:
+        if "Unsupported global" not in str(error):
+            raise CheckpointReadError(
+                f"{path}: not a torch checkpoint ({_detail(error)}); expected a file written by torch.save (a plain "
+                "pickle you trust loads with encoder.trust_pickle=true)"
+            ) from error
         raise PickledCheckpointError(
             f"{path}: refused to unpickle arbitrary Python objects (torch.load weights_only=True). If you trust this "
-            f"file, set encoder.trust_pickle=true (trust_pickle=True). Detail: {str(error).splitlines()[0]}"
+            f"file, set encoder.trust_pickle=true (trust_pickle=True). Detail: {_detail(error)}"
+        ) from error
+    except (EOFError, RuntimeError, ValueError, KeyError, OSError, pickle.PickleError) as error:
+        raise CheckpointReadError(
+            f"{path}: not a readable torch checkpoint ({type(error).__name__}: {_detail(error)}); expected a complete "
+            "file written by torch.save (was it truncated?)"
         ) from error
 
 
@@ -177,11 +231,16 @@ def load_state_into(model: RetinaViT, state: StateDict, report: LoadReport, stri
         if k in target and state[k].shape != target[k].shape
     ]
     if wrong_shape or (strict and (report.missing or report.unexpected)):
-        raise CheckpointMismatchError(
-            "checkpoint does not match the encoder architecture "
-            f"(check encoder.architecture against the checkpoint):\n{report.summary()}"
-            + ("\n  wrong shape: " + "; ".join(wrong_shape[:8]) if wrong_shape else "")
+        counts = {"missing": report.missing, "unexpected": report.unexpected, "wrong shape": wrong_shape}
+        found = ", ".join(f"{len(keys)} {name} (e.g. {keys[0]})" for name, keys in counts.items() if keys)
+        headline = (
+            f"{report.path}: checkpoint does not match the encoder architecture: {found} "
+            "(check encoder.architecture against the checkpoint)"
         )
+        shapes = "\n  wrong shape: " + "; ".join(wrong_shape[:8]) if wrong_shape else ""
+        error = CheckpointMismatchError(f"{headline}\n{report.summary()}{shapes}")
+        error.headline = headline
+        raise error
     model.load_state_dict(state, strict=False)
     report.loaded = len(state)
     log.info("%s", report.summary())
@@ -193,7 +252,9 @@ def load_checkpoint(
 ) -> LoadReport:
     """Load a checkpoint of the given format into `model` in place; return the report."""
     if format not in FORMAT_FILTERS:
-        raise ValueError(f"unknown encoder checkpoint format {format!r}; expected one of {sorted(FORMAT_FILTERS)}")
+        raise CheckpointMismatchError(
+            f"{path}: unknown encoder checkpoint format {format!r}; expected one of {sorted(FORMAT_FILTERS)}"
+        )
     report = LoadReport(path=str(path), format=format)
     raw = read_state_file(path, trust_pickle=trust_pickle)
     return load_state_into(model, FORMAT_FILTERS[format](raw, report), report, strict=strict)

@@ -7,13 +7,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from grok.models.encoders.checkpoints import LoadReport, load_state_into
+from grok.models.encoders.checkpoints import (
+    CheckpointMismatchError,
+    LoadReport,
+    load_state_into,
+    read_safetensors,
+    safetensors_metadata,
+)
 from grok.models.encoders.vit import RetinaViT
+from grok.utils.errors import InputError
 
 EXPORT_FORMAT = "grok-retina-vit"
 EXPORT_VERSION = 1
+
+
+class EncoderExportError(InputError):
+    """An exported encoder (its JSON config or weights) is malformed; the message names the file."""
 
 
 def config_path_of(weights_path: str | Path) -> Path:
@@ -50,9 +61,18 @@ def read_export_config(path: str | Path) -> dict[str, Any]:
     config_file = config_path_of(path)
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file}: the JSON config of exported encoder {path} is missing")
-    config = json.loads(config_file.read_text(encoding="utf-8"))
-    if config.get("format") != EXPORT_FORMAT or "architecture" not in config:
-        raise ValueError(f"{config_file}: expected format {EXPORT_FORMAT!r} with an 'architecture' mapping")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise EncoderExportError(
+            f"{config_file}: not valid JSON ({error}); expected the config grok-train-align wrote"
+        ) from error
+    if (
+        not isinstance(config, dict)
+        or config.get("format") != EXPORT_FORMAT
+        or not isinstance(config.get("architecture"), dict)
+    ):
+        raise EncoderExportError(f"{config_file}: expected format {EXPORT_FORMAT!r} with an 'architecture' mapping")
     return config
 
 
@@ -60,10 +80,23 @@ def load_exported_encoder(path: str | Path, strict: bool = True) -> RetinaViT:
     """Rebuild an exported RetinaViT from `<path>.safetensors` + `<path>.json` (transform on `.transform_config`)."""
     path = Path(path).with_suffix(".safetensors")
     config = read_export_config(path)
-    model = RetinaViT(**config["architecture"])
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise FileNotFoundError(f"exported encoder weights not found: {path}")
+    model = _build_model(config["architecture"], config_path_of(path))
+    state = read_safetensors(path, what="exported encoder weights")
+    if safetensors_metadata(path).get("format", EXPORT_FORMAT) != EXPORT_FORMAT:
+        raise EncoderExportError(f"{path}: not a {EXPORT_FORMAT!r} export (its metadata names another format)")
     report = LoadReport(path=str(path), format="exported")
-    load_state_into(model, load_file(str(path), device="cpu"), report, strict=strict)
+    load_state_into(model, state, report, strict=strict)
     model.transform_config = dict(config.get("transform", {}))
     return model
+
+
+def _build_model(architecture: Mapping[str, Any], config_file: Path) -> RetinaViT:
+    """The RetinaViT an export's `architecture` describes; keys it cannot take are named with the file."""
+    try:
+        return RetinaViT(**architecture)
+    except (TypeError, ValueError, AssertionError) as error:
+        raise CheckpointMismatchError(
+            f"{config_file}: 'architecture' {dict(architecture)} does not build a RetinaViT ({error})"
+        ) from error
