@@ -82,7 +82,7 @@ INSTRUCTION_LINES = {
 
 @pytest.mark.parametrize("case", sorted(INSTRUCTION_LINES))
 def test_a_bad_instruction_line_is_refused_naming_file_and_line(case: str, tmp_path: Path) -> None:
-    from grok.mllm.datamodule import InstructionFormatError, read_instructions
+    from grok.mllm.instructions import InstructionFormatError, read_instructions
 
     line, expected = INSTRUCTION_LINES[case]
     path = tmp_path / "train.jsonl"
@@ -102,7 +102,7 @@ def test_a_bad_instruction_line_is_refused_naming_file_and_line(case: str, tmp_p
     ids=["empty", "blank_lines_only", "binary_line"],
 )
 def test_an_empty_or_binary_instruction_file_is_refused(content: bytes, expected: str, tmp_path: Path) -> None:
-    from grok.mllm.datamodule import InstructionFormatError, read_instructions
+    from grok.mllm.instructions import InstructionFormatError, read_instructions
 
     path = tmp_path / "val.jsonl"
     path.write_bytes(content)
@@ -111,7 +111,7 @@ def test_an_empty_or_binary_instruction_file_is_refused(content: bytes, expected
 
 
 def test_a_folder_instead_of_an_instruction_file_is_refused(tmp_path: Path) -> None:
-    from grok.mllm.datamodule import InstructionFormatError, read_instructions
+    from grok.mllm.instructions import InstructionFormatError, read_instructions
 
     (tmp_path / "test.jsonl").mkdir()
     error = _error_of(lambda: read_instructions(tmp_path / "test.jsonl"))
@@ -119,7 +119,8 @@ def test_a_folder_instead_of_an_instruction_file_is_refused(tmp_path: Path) -> N
 
 
 def test_a_malformed_manifest_is_refused_naming_it(tmp_path: Path) -> None:
-    from grok.mllm.datamodule import InstructionFormatError, image_root_of
+    from grok.mllm.datamodule import image_root_of
+    from grok.mllm.instructions import InstructionFormatError
 
     (tmp_path / "manifest.json").write_text('{"image_root": ', encoding="utf-8")
     error = _error_of(lambda: image_root_of(tmp_path))

@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 
 from grok.mllm.collator import InstructCollator
-from grok.mllm.datamodule import InstructDataModule, InstructionDataset, read_instructions
+from grok.mllm.datamodule import InstructDataModule, InstructionDataset
 from grok.mllm.export import load_exported_mllm
+from grok.mllm.instructions import read_instructions
 
 
 def mean_loss(module, records: list[dict], image_root: Path, transforms, cfg, batch_size: int) -> float:

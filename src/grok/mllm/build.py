@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 def _corpus_texts(
     files: Sequence[str | Path], system_prompt: str | None, grounding: ConversationGrounding | None
 ) -> Iterable[str]:
-    from grok.mllm.datamodule import read_instructions
+    from grok.mllm.instructions import read_instructions
 
     for file in files:
         for record in read_instructions(file):

@@ -48,7 +48,7 @@ def grounding_parts(grounding: Mapping[str, Any] | None, statistics: str | None)
     if str(statistics).endswith(".json"):
         stats = QuantityStatistics.load(statistics, conversation.tokens)
     else:
-        from grok.mllm.datamodule import read_instructions
+        from grok.mllm.instructions import read_instructions
 
         stats = QuantityStatistics.from_records(read_instructions(statistics), conversation.tokens)
     return GroundingParts(settings, conversation, stats)
