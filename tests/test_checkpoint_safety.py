@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import pytest
 import torch
 
+from grok.models.encoders.checkpoints import CheckpointReadError, PickledCheckpointError
+from grok.utils.errors import InputError
 from grok.utils.train import checkpoint_state_dict, local_checkpoint_path
 
 
@@ -25,7 +26,7 @@ def test_a_checkpoint_holding_a_pickled_payload_is_refused_without_running_it(tm
     marker = tmp_path / "ran"
     crafted = tmp_path / "best.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "extra": _Payload(marker)}, crafted, pickle_protocol=2)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(PickledCheckpointError, match="refused"):
         checkpoint_state_dict(str(crafted))
     assert not marker.exists()
     plain = tmp_path / "plain.ckpt"
@@ -33,11 +34,16 @@ def test_a_checkpoint_holding_a_pickled_payload_is_refused_without_running_it(tm
     assert torch.equal(checkpoint_state_dict(str(plain))["w"], torch.ones(2))  # our own checkpoints still load
 
 
-def test_remote_checkpoint_paths_are_refused() -> None:
+def test_remote_checkpoint_paths_are_refused_and_local_ones_checked_before_lightning_reads_them(tmp_path) -> None:
     for url in ("https://example.org/last.ckpt", "s3://bucket/last.ckpt"):
-        with pytest.raises(ValueError, match="remote checkpoints are refused"):
+        with pytest.raises(InputError, match="remote checkpoints are refused"):
             local_checkpoint_path(url)
-    assert local_checkpoint_path("logs/last.ckpt") == "logs/last.ckpt" and local_checkpoint_path(None) is None
+    last = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(1)}}, last)
+    assert local_checkpoint_path(str(last)) == str(last) and local_checkpoint_path(None) is None
+    last.write_bytes(last.read_bytes()[:40])  # a checkpoint torn by a full disk
+    with pytest.raises(CheckpointReadError, match=r"last\.ckpt"):
+        local_checkpoint_path(str(last))
 
 
 def test_an_export_config_naming_a_foreign_target_is_refused_before_anything_is_built(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from PIL import Image
 
 from grok.cli.generate import run_generate
 from grok.knowledge import load_knowledge_base
@@ -24,9 +25,11 @@ def table_path(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("table")
     table = make_table(KB, n_subjects=40, seed=1)
     table.to_parquet(folder / "biomarkers.parquet")
-    for relative in (*table["oct_path"], *table["cfp_path"]):  # the check on read wants every image file present
-        (folder / relative).parent.mkdir(exist_ok=True)
-        (folder / relative).touch()
+    grey, colour = Image.new("L", (8, 8), 90), Image.new("RGB", (8, 8), (180, 90, 40))
+    for column, image in (("oct_path", grey), ("cfp_path", colour)):  # the check on read decodes every image
+        for relative in table[column]:
+            (folder / relative).parent.mkdir(exist_ok=True)
+            image.save(folder / relative)
     return folder / "biomarkers.parquet"
 
 

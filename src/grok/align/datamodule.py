@@ -1,9 +1,14 @@
-"""AlignDataModule: (OCT B-scan, biomarker row) pairs from one table, split by subject with `split_of`."""
+"""AlignDataModule: (OCT B-scan, biomarker row) pairs from one table, split by subject with `split_of`.
+
+Training draws are pure functions of (seed, epoch, index): `EpochShuffle` orders each epoch from (seed, epoch) and
+hands the dataset (epoch, index) keys, so an item's augmentation and its batch's SCARF corruption do not depend on
+earlier epochs, on the worker that made it, or on a resume from a checkpoint.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +18,7 @@ import pandas as pd
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, RandomSampler, default_collate
 
 from grok.align.augment import OCTSpeckle
 from grok.data.io import read_oct
@@ -22,8 +27,27 @@ from grok.data.table import read_table
 from grok.data.transforms import build_transform
 from grok.models.tabular import TabularPreprocessor, resolve_features, scarf_corrupt
 from grok.schema import load_schema, parse_labels
+from grok.utils.train import derived_seed, seeded
 
 log = logging.getLogger(__name__)
+SEED_KEY = "seed"  # a training item's draw seed, read (and removed) by ScarfCollate
+
+
+class EpochShuffle(RandomSampler):
+    """A random order that is a function of (seed, epoch) only; yields (epoch, index) keys. Lightning calls
+    `set_epoch` before each epoch (and swaps in a DistributedSampler under DDP: plain indices, global-RNG draws)."""
+
+    def __init__(self, data_source: Sequence, seed: int = 0) -> None:
+        super().__init__(data_source)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        generator = torch.Generator().manual_seed(derived_seed(self.seed, "shuffle", self.epoch))
+        for index in torch.randperm(len(self.data_source), generator=generator).tolist():
+            yield self.epoch, index
 
 
 class PairedOCTTableDataset(Dataset):
@@ -37,6 +61,7 @@ class PairedOCTTableDataset(Dataset):
         transform: Callable[[Image.Image], Tensor],
         speckle: OCTSpeckle | None = None,
         cache_images: bool = False,
+        seed: int = 0,
     ) -> None:
         self.table = table.reset_index(drop=True)
         self.numeric = torch.from_numpy(arrays["numeric"])
@@ -47,6 +72,7 @@ class PairedOCTTableDataset(Dataset):
         self.image_paths = list(image_paths)
         self.transform, self.speckle = transform, speckle
         self.cache: dict[int, Image.Image] | None = {} if cache_images else None
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.image_paths)
@@ -59,12 +85,18 @@ class PairedOCTTableDataset(Dataset):
             self.cache[index] = image
         return image
 
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
-        image = self._image(index)
-        if self.speckle is not None:
-            image = self.speckle(image)
-        return {
-            "image": self.transform(image),
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Tensor]:
+        """The item at `key`: an index (augmented from torch's global RNG), or (epoch, index) from `EpochShuffle`
+        (augmented from a seed of (seed, epoch, index), which the item carries to its batch's collate)."""
+        epoch, index = key if isinstance(key, tuple) else (None, key)
+        draw = None if epoch is None else derived_seed(self.seed, "item", epoch, index)
+        with seeded(draw):
+            image = self._image(index)
+            if self.speckle is not None:
+                image = self.speckle(image)
+            image = self.transform(image)
+        item = {
+            "image": image,
             "numeric": self.numeric[index],
             "missing": self.missing[index],
             "categorical": self.categorical[index],
@@ -72,19 +104,30 @@ class PairedOCTTableDataset(Dataset):
             "targets": self.targets[index],
             "index": torch.tensor(index),
         }
+        if draw is not None:
+            item[SEED_KEY] = torch.tensor(draw)
+        return item
 
 
 class ScarfCollate:
-    """Collate a training batch, then SCARF-corrupt its biomarker rows in one vectorised call (missing mask updated)."""
+    """Collate a training batch, then SCARF-corrupt its biomarker rows in one vectorised call (missing mask updated).
+
+    The corruption draws from a seed of the items' own seeds when they carry one (`EpochShuffle` keys), else from
+    torch's global RNG; `rate=0` only collates.
+    """
 
     def __init__(self, rate: float, bank_numeric: Tensor, bank_categorical: Tensor) -> None:
         self.rate, self.bank_numeric, self.bank_categorical = rate, bank_numeric, bank_categorical
 
     def __call__(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        draws = [int(item.pop(SEED_KEY)) for item in items if SEED_KEY in item]
         batch = default_collate(items)
-        batch["numeric"], batch["categorical"] = scarf_corrupt(
-            batch["numeric"], batch["categorical"], self.bank_numeric, self.bank_categorical, self.rate
-        )
+        if self.rate == 0:
+            return batch
+        with seeded(derived_seed("scarf", *draws) if draws else None):
+            batch["numeric"], batch["categorical"] = scarf_corrupt(
+                batch["numeric"], batch["categorical"], self.bank_numeric, self.bank_categorical, self.rate
+            )
         batch["missing"] = torch.isnan(batch["numeric"])
         return batch
 
@@ -119,6 +162,7 @@ class AlignDataModule(L.LightningDataModule):
         cache_images: bool = False,
         validate_table: bool = True,
         check_images: bool = True,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.table_path = Path(table_path)
@@ -139,6 +183,7 @@ class AlignDataModule(L.LightningDataModule):
         self.split_seed = split_seed
         self.split_fractions = dict(split_fractions or DEFAULT_FRACTIONS)
         self.cache_images = cache_images
+        self.seed = seed
         self.label_names = load_schema().label_names
         self.datasets: dict[str, PairedOCTTableDataset] = {}
         self.train_collate: ScarfCollate | None = None
@@ -163,10 +208,8 @@ class AlignDataModule(L.LightningDataModule):
             raise ValueError(f"{self.table_path}: no rows fall in the train split (data.split_fractions)")
         self.preprocessor.fit(train_table)
         bank = self.preprocessor.transform(train_table)
-        self.train_collate = (
-            ScarfCollate(self.corruption_rate, torch.from_numpy(bank["numeric"]), torch.from_numpy(bank["categorical"]))
-            if self.corruption_rate > 0
-            else None
+        self.train_collate = ScarfCollate(
+            self.corruption_rate, torch.from_numpy(bank["numeric"]), torch.from_numpy(bank["categorical"])
         )
         family, size = self.transform_config["family"], int(self.transform_config["image_size"])
         train_transform = build_transform(family, "oct", size, train=True, augment=self.augment)
@@ -186,6 +229,7 @@ class AlignDataModule(L.LightningDataModule):
                 transform,
                 speckle=speckle,
                 cache_images=self.cache_images,
+                seed=self.seed,
             )
         log.info("align data: %s", {name: len(dataset) for name, dataset in self.datasets.items()})
         if len(self.datasets["train"]) < self.batch_size:
@@ -204,10 +248,11 @@ class AlignDataModule(L.LightningDataModule):
         return arrays
 
     def _loader(self, name: str, train: bool = False) -> DataLoader:
+        dataset = self.datasets[name]
         return DataLoader(
-            self.datasets[name],
+            dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            sampler=EpochShuffle(dataset, self.seed) if train else None,
             drop_last=train,  # equal per-rank batches for the gathered contrastive loss
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

@@ -5,10 +5,17 @@ A single case is either images plus a prompt of your own, or one row of a biomar
 quantities are left for the model to read, unless `grounding.input_columns=all` supplies the row's own values).
 `mode=rules` writes the pipeline baseline instead (read-out estimates through the knowledge engine, no LM);
 `images_from=other_eye` gives each eye another eye's images (the benchmark's input-reliance check).
+
+A whole split is written to `<output>.partial`, line by line, and renamed into place when done. A rerun of the same
+inputs (model export, records, settings: `fingerprint`) keeps a finished file (`overwrite=true` regenerates it) and
+continues an interrupted one from its last whole batch (`resume=false` starts over): the batches are those of an
+uninterrupted run, and batch n samples from a seed of (seed, n), so the file ends byte-identical.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
 import sys
@@ -56,18 +63,71 @@ def run(cfg: DictConfig) -> Path | str:
         grounding=conversation_grounding(grounding_cfg),
         input_columns=cfg.grounding.input_columns,
     )
-    rows = list(_reports(cfg, module, train_cfg, dataset, source))
-    log.info("generated %d report(s) in %.1f s", len(rows), time.perf_counter() - started)
     if _single(cfg):
+        rows = list(_reports(cfg, module, train_cfg, dataset, source))
         print(rows[0]["prediction"])
         return rows[0]["prediction"]
-    from grok.mllm.generate import write_predictions
+    path = _write_split(cfg, module, train_cfg, dataset, source, records)
+    log.info("predictions written to %s (%.1f s)", path, time.perf_counter() - started)
+    return path
+
+
+def _write_split(cfg: DictConfig, module: Any, train_cfg: DictConfig, dataset: Any, source: Any, records: list) -> Path:
+    """The split's predictions file: kept when up to date, else generated (resumed from a partial file of the same
+    inputs) through `<output>.partial` and renamed into place."""
+    from grok.mllm.generate import PredictionsOutput
 
     folder = cfg.other_eye_dir if cfg.images_from == "other_eye" else cfg.predictions_dir
-    output = cfg.output or Path(folder) / f"{cfg.model_name}_{cfg.split}.jsonl"
-    path = write_predictions(rows, output, cfg.model_name, source=source if module.model.grounding else None)
-    log.info("predictions written to %s", path)
-    return path
+    output = PredictionsOutput(
+        cfg.output or Path(folder) / f"{cfg.model_name}_{cfg.split}.jsonl", fingerprint(cfg, records)
+    )
+    if output.up_to_date() and not cfg.get("overwrite", False):
+        log.info("%s is up to date (same model, records and settings); overwrite=true regenerates it", output.path)
+        return output.path
+    batches = _batches(cfg, dataset)
+    done = 0
+    if cfg.get("resume", True):
+        done = output.resume(batches)
+    else:
+        output.start()
+    if done:
+        log.info("resuming %s after %d of %d batch(es)", output.partial, done, len(batches))
+    rows = _reports(cfg, module, train_cfg, dataset, source, skip_batches=done)
+    output.append(rows, cfg.model_name, source=source if module.model.grounding else None)
+    return output.finish()
+
+
+def _batches(cfg: DictConfig, dataset: Any) -> list[list[str]]:
+    """The record ids of each generation batch, in the order `_reports` writes them."""
+    from grok.mllm.generate import generation_order
+
+    order = generation_order(dataset.lengths) if cfg.mode == "lm" else list(range(len(dataset)))
+    ids = [dataset.records[index].get("id") for index in order]
+    return [ids[start : start + cfg.batch_size] for start in range(0, len(ids), cfg.batch_size)]
+
+
+# Settings that do not change what is written (where and how verbosely, whether to reuse earlier work).
+UNWRITTEN_KEYS = (
+    *("hydra", "paths", "tags", "task_name", "progress", "num_threads"),
+    *("resume", "overwrite", "output", "predictions_dir", "other_eye_dir"),
+)
+
+
+def fingerprint(cfg: DictConfig, records: list[dict]) -> str:
+    """A hash of what determines a split's predictions: the settings, the prompt records and the model export's
+    files (names, sizes, modification times)."""
+    settings = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    settings = {key: value for key, value in settings.items() if key not in UNWRITTEN_KEYS}
+    model_dir = Path(cfg.model_dir)
+    files = [
+        (str(path.relative_to(model_dir)), path.stat().st_size, path.stat().st_mtime_ns)
+        for path in sorted(model_dir.rglob("*"))
+        if path.is_file() and "feature_cache" not in path.relative_to(model_dir).parts
+    ]
+    digest = hashlib.sha256()
+    for part in (settings, records, files):
+        digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
 
 
 def _single(cfg: DictConfig) -> bool:
@@ -131,9 +191,14 @@ def with_other_eyes_images(records: list[dict], seed: int) -> list[dict]:
     return swapped
 
 
-def _reports(cfg: DictConfig, module: Any, train_cfg: DictConfig, dataset: Any, source: str | None) -> Any:
-    """The rows of predictions: the language model's reports, or the rules' (mode=rules)."""
+def _reports(
+    cfg: DictConfig, module: Any, train_cfg: DictConfig, dataset: Any, source: str | None, skip_batches: int = 0
+) -> Any:
+    """The rows of predictions, after the first `skip_batches` batches: the language model's reports, or the rules'
+    (mode=rules)."""
     if cfg.mode == "rules":
+        from torch.utils.data import Subset
+
         from grok.grounding.pipeline import RulesReporter, rules_reports
         from grok.knowledge.writer import ReportWriter
 
@@ -141,7 +206,8 @@ def _reports(cfg: DictConfig, module: Any, train_cfg: DictConfig, dataset: Any, 
         if parts is None:
             raise ValueError(f"mode=rules needs a grounded export; {cfg.model_dir} was trained with grounding=none")
         reporter = RulesReporter(module.model, ReportWriter(parts.conversation.kb), parts.settings.estimate_marker)
-        return rules_reports(reporter, dataset, module.tokenizer, cfg.batch_size, source, cfg.device, cfg.progress)
+        rest = Subset(dataset, range(min(skip_batches * cfg.batch_size, len(dataset)), len(dataset)))
+        return rules_reports(reporter, rest, module.tokenizer, cfg.batch_size, source, cfg.device, cfg.progress)
     from grok.mllm.generate import generate_reports
 
     overrides = {key: value for key, value in OmegaConf.to_container(cfg.generation).items() if value is not None}
@@ -158,6 +224,8 @@ def _reports(cfg: DictConfig, module: Any, train_cfg: DictConfig, dataset: Any, 
         renderer=module.renderer,
         source=source,
         forbid_digits=bool(parts and parts.settings.forbid_digits),
+        seed=cfg.seed,
+        skip_batches=skip_batches,
     )
 
 

@@ -4,12 +4,15 @@ Every record is a pure function of (row, seed, config), so a run is reproducible
 `<split>.jsonl.partial` files; a state file records, at each checkpoint, how many rows are done and the byte length of
 each partial file. An interrupted run resumes from its last checkpoint (partial files are truncated back to it) and
 ends with the same bytes as an uninterrupted run. Final files appear by atomic rename; the manifest is written last.
+So a failed or killed run leaves `*.jsonl.partial` files and the state file, which the next run of the same config
+and input reuses (another config or input starts afresh, overwriting them).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -35,6 +38,7 @@ FORMAT = "grok-instructions/1"
 STATE_FILE = ".generate_state.json"
 PARTIAL_SUFFIX = ".jsonl.partial"
 REQUIRED_COLUMNS = ("subject_id", "eye")
+log = logging.getLogger(__name__)
 
 # An optional hook that may rewrite a record in place (e.g. the LLM writer): (record, case) -> keep the record?
 AnswerRewriter = Callable[[dict[str, Any], EyeCase], bool]
@@ -238,6 +242,8 @@ def generate(
     stat = table_path.stat()
     key = fingerprint([dict(run_config), str(table_path), stat.st_size, stat.st_mtime_ns, *fingerprint_files])
     state = _load_state(output, key, splits)
+    if state["rows_done"]:
+        log.info("%s: resuming an interrupted run after %d of %d rows", output, state["rows_done"], len(rows))
     counters = {
         name: Counter(state["counters"].get(name, {}))
         for name in ("records", "eyes", "labels", "agreement", "rewriter")

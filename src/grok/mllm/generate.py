@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
-from collections.abc import Iterator, Mapping, Sequence
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,10 @@ from grok.mllm.collator import InstructCollator
 from grok.mllm.datamodule import InstructionDataset
 from grok.mllm.model import GrokMLLM
 from grok.mllm.tokenizer import ENDOFTEXT, IM_END
+from grok.utils.train import derived_seed, seeded
+
+log = logging.getLogger(__name__)
+PARTIAL_SUFFIX = ".partial"
 
 
 def generation_options(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -131,12 +138,16 @@ def generate_reports(
     renderer: ReportRenderer | None = None,
     source: str | None = "auto",
     forbid_digits: bool = False,
+    seed: int | None = None,
+    skip_batches: int = 0,
 ) -> Iterator[dict[str, Any]]:
     """Yield `{"id", "prediction", "reference", "grounding"}` for every prompt of a generation dataset, in batches.
 
-    Prompts are sorted by length so each batch pads little; results come back in the dataset's order per batch.
+    Prompts go in `generation_order` (longest first, so each batch pads little); `skip_batches` leaves out the first
+    batches of that order (a resumed run). With `seed`, batch n samples from a seed of (seed, n) alone, so a resumed
+    run samples what an uninterrupted one would.
     """
-    order = sorted(range(len(dataset)), key=lambda index: -dataset.lengths[index])
+    order = generation_order(dataset.lengths)[skip_batches * batch_size :]
     loader = DataLoader(
         torch.utils.data.Subset(dataset, order),
         batch_size=batch_size,
@@ -146,9 +157,11 @@ def generate_reports(
     options = generation_options(settings or {})
     guard = NumberGuard(tokenizer) if forbid_digits else None
     model.eval().to(device)
-    for batch in tqdm(loader, desc="generating reports", disable=not progress):
+    batches = tqdm(loader, desc="generating reports", disable=not progress)
+    for number, batch in enumerate(batches, start=skip_batches):
         batch = {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
-        reports = generate_batch(model, tokenizer, batch, renderer, source, guard, **options)
+        with seeded(None if seed is None else derived_seed(seed, "batch", number)):
+            reports = generate_batch(model, tokenizer, batch, renderer, source, guard, **options)
         for record_id, report, reference in zip(
             batch["ids"], reports, batch.get("reference", [None] * len(reports)), strict=True
         ):
@@ -156,20 +169,113 @@ def generate_reports(
             yield {"id": record_id, "prediction": report.text, "reference": reference, "grounding": grounding}
 
 
+def generation_order(lengths: Sequence[int]) -> list[int]:
+    """Dataset indices longest prompt first (a stable sort: ties keep the dataset's order)."""
+    return sorted(range(len(lengths)), key=lambda index: -lengths[index])
+
+
+def prediction_line(row: Mapping[str, Any], model_name: str, source: str | None = None) -> str:
+    """One JSONL line of the benchmark's predictions format (contract 6): id, prediction, model, and where the row
+    has it, `grounding` ({"source": the grounding source, "quantities": every quoted number})."""
+    record = {"id": row["id"], "prediction": row["prediction"], "model": model_name}
+    if row.get("grounding") is not None:
+        record["grounding"] = {"source": source, "quantities": row["grounding"]}
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
 def write_predictions(
-    rows: Sequence[Mapping[str, Any]] | Iterator[Mapping[str, Any]],
+    rows: Iterable[Mapping[str, Any]],
     path: str | Path,
     model_name: str,
     source: str | None = None,
 ) -> Path:
-    """Write predictions JSONL in the benchmark's format (contract 6): id, prediction, model, and where the rows have
-    it, `grounding` ({"source": the grounding source, "quantities": every quoted number})."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
+    """Write predictions JSONL (`prediction_line` per row) through `<path>.partial`, renamed into place at the end."""
+    output = PredictionsOutput(path)
+    output.start()
+    output.append(rows, model_name, source)
+    return output.finish()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class PredictionsOutput:
+    """A predictions file written incrementally to `<path>.partial` (one flush per line) and renamed into place.
+
+    A hidden state file beside it (`.<name>.state.json`) holds the `fingerprint` of what determines the output (set
+    by the caller) and, once finished, the file's sha256: a rerun with the same fingerprint keeps a finished file
+    (`up_to_date`) or continues a partial one from its last whole batch (`resume`).
+    """
+
+    def __init__(self, path: str | Path, fingerprint: str = "") -> None:
+        self.path = Path(path)
+        self.partial = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
+        self.state_path = self.path.with_name(f".{self.path.name}.state.json")
+        self.fingerprint = fingerprint
+        self.handle: Any = None
+
+    def _state(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.state_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    def _write_state(self, **state: Any) -> None:
+        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+        tmp.write_text(json.dumps({"fingerprint": self.fingerprint, **state}, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, self.state_path)
+
+    def up_to_date(self) -> bool:
+        """The finished file exists, unchanged, and was written for this fingerprint."""
+        state = self._state()
+        return (
+            self.path.is_file()
+            and state.get("fingerprint") == self.fingerprint
+            and state.get("sha256") == _sha256(self.path)
+        )
+
+    def resume(self, batches: Sequence[Sequence[str]]) -> int:
+        """Keep the partial file's leading whole `batches` (lists of ids, in generation order) when it was written for
+        this fingerprint, truncating anything after them; return how many batches it holds (0: start afresh)."""
+        if self._state().get("fingerprint") != self.fingerprint or not self.partial.is_file():
+            self.start()
+            return 0
+        done, offset = 0, 0
+        with self.partial.open("rb") as handle:
+            lines = handle.read().split(b"\n")[:-1]  # the last piece is '' or a line cut short by a kill
+        for batch in batches:
+            chunk = lines[offset : offset + len(batch)]
+            if [_line_id(line) for line in chunk] != list(batch):
+                break
+            done, offset = done + 1, offset + len(batch)
+        size = sum(len(line) + 1 for line in lines[:offset])
+        os.truncate(self.partial, size)
+        self.handle = self.partial.open("a", encoding="utf-8")
+        return done
+
+    def start(self) -> None:
+        """Begin an empty partial file for this fingerprint."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._write_state(complete=False)
+        self.handle = self.partial.open("w", encoding="utf-8")
+
+    def append(self, rows: Iterable[Mapping[str, Any]], model_name: str, source: str | None = None) -> None:
+        """Write each row's line and flush it (a kill loses at most the line being written)."""
         for row in rows:
-            record = {"id": row["id"], "prediction": row["prediction"], "model": model_name}
-            if row.get("grounding") is not None:
-                record["grounding"] = {"source": source, "quantities": row["grounding"]}
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    return path
+            self.handle.write(prediction_line(row, model_name, source))
+            self.handle.flush()
+
+    def finish(self) -> Path:
+        """Rename the partial file into place (atomic) and record its hash; return the final path."""
+        self.handle.close()
+        os.replace(self.partial, self.path)
+        self._write_state(complete=True, sha256=_sha256(self.path))
+        return self.path
+
+
+def _line_id(line: bytes) -> str | None:
+    try:
+        return json.loads(line)["id"]
+    except (ValueError, KeyError, TypeError):
+        return None
