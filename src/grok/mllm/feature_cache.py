@@ -61,8 +61,10 @@ def cached_features(
             tokens = encode(torch.stack([load_image(key) for key in keys]))
             stored.update({key: value.cpu().contiguous() for key, value in zip(keys, tokens, strict=True)})
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache_file.with_name(cache_file.name + ".partial")
+        # one temporary file per process (DDP ranks fill the same cache at once), then an atomic rename: a killed
+        # run never leaves a torn cache behind, and concurrent writers of the same content do not collide
+        partial = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.partial")
         save_file(stored, str(partial))
-        os.replace(partial, cache_file)  # atomic: a killed run never leaves a torn cache behind
+        os.replace(partial, cache_file)
         log.info("feature cache %s: encoded %d new image(s), %d stored", cache_file, len(missing), len(stored))
     return {key: stored[key] for key in images}
