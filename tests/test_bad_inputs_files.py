@@ -543,7 +543,7 @@ def test_an_input_error_met_while_hydra_builds_an_object_is_still_bad_input() ->
     import hydra
     from omegaconf import OmegaConf
 
-    node = OmegaConf.create({"_target_": "grok.mllm.datamodule.read_instructions", "path": "/nowhere/train.jsonl"})
+    node = OmegaConf.create({"_target_": "grok.mllm.instructions.read_instructions", "path": "/nowhere/train.jsonl"})
     with pytest.raises(hydra.errors.InstantiationException) as error:
         hydra.utils.instantiate(node)
     assert is_bad_input(error.value) and one_line(error.value).startswith(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 from grok.schema.schema import Schema, load_schema
 from grok.utils.errors import InputError
+from grok.utils.json_files import object_of_line
 
 
 class ReferenceError(InputError):
@@ -44,19 +44,6 @@ def _reference_text(record: Mapping[str, Any], where: str) -> str:
     return answers[0]
 
 
-def _parse_line(raw: bytes, where: str) -> dict[str, Any]:
-    """One line of a reference file as a JSON object."""
-    try:
-        record = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as error:
-        raise ReferenceError(f"{where}: not UTF-8 text (byte {error.start}); expected a JSON object") from None
-    except json.JSONDecodeError as error:
-        raise ReferenceError(f"{where}: not valid JSON ({error.msg}); expected one JSON object per line") from error
-    if not isinstance(record, dict):
-        raise ReferenceError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    return record
-
-
 def _labels(record: Mapping[str, Any], where: str, schema: Schema) -> tuple[str, ...]:
     """The record's labels (`labels`, else `facts.diagnoses`), every one a schema label name."""
     facts = record.get("facts")
@@ -86,7 +73,7 @@ def load_references(path: str | Path, schema: Schema | None = None, task: str = 
             if not raw.strip():
                 continue
             where = f"{path}:{number}"
-            record = _parse_line(raw, where)
+            record = object_of_line(raw, where, ReferenceError)
             if record.get("task", task) != task:
                 continue
             record_id = str(record.get("eye_id") or record.get("id") or "")

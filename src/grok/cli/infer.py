@@ -138,7 +138,8 @@ def _records(cfg: DictConfig, module: Any, data: DictConfig) -> tuple[list[dict]
     """The prompt records and the folder their images are relative to."""
     from grok.grounding.spans import first_turns
     from grok.knowledge.generate import report_record_for_row
-    from grok.mllm.datamodule import image_root_of, read_instructions
+    from grok.mllm.datamodule import image_root_of
+    from grok.mllm.instructions import read_instructions
 
     if cfg.row.get("table"):
         if not cfg.row.get("eye_id"):

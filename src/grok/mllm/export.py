@@ -19,7 +19,6 @@ Layout of the export folder:
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import shutil
@@ -39,6 +38,7 @@ from grok.mllm.build import frozen_checksum
 from grok.mllm.module import InstructModule
 from grok.models.encoders.checkpoints import CheckpointMismatchError, read_safetensors, safetensors_metadata
 from grok.utils.errors import InputError, is_bad_input, unwrapped
+from grok.utils.json_files import read_json_file
 
 log = logging.getLogger(__name__)
 CONFIG_FILE = "mllm_config.yaml"
@@ -170,10 +170,7 @@ def _check_json_files(directory: Path) -> None:
         path = directory / name
         if not path.is_file():
             continue
-        try:
-            json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ExportError(f"{path}: not valid JSON ({error}); expected the file grok-train-mllm wrote") from error
+        read_json_file(path, ExportError, "the file grok-train-mllm wrote")
 
 
 def _instantiate_module(cfg: DictConfig) -> InstructModule:

@@ -6,7 +6,6 @@ line stops it with `file:line`, the field and what was expected.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from grok.grounding.spans import SPANS_FIELD
 from grok.mllm.model import MODALITIES
 from grok.schema.schema import load_schema
 from grok.utils.errors import InputError
+from grok.utils.json_files import object_of_line, read_json_file
 
 
 class InstructionFormatError(InputError):
@@ -41,7 +41,7 @@ def read_instructions(path: str | Path, label_names: Sequence[str] | None = None
             if not raw.strip():
                 continue
             where = f"{path}:{line_number}"
-            record = _parse_line(raw, where)
+            record = object_of_line(raw, where, InstructionFormatError)
             check_record(record, where, labels)
             record["_source"] = where
             records.append(record)
@@ -50,21 +50,6 @@ def read_instructions(path: str | Path, label_names: Sequence[str] | None = None
             f"{path}: no records (an empty file; expected one JSON object per line, as grok-generate writes)"
         )
     return records
-
-
-def _parse_line(raw: bytes, where: str) -> dict[str, Any]:
-    """One JSONL line as a JSON object."""
-    try:
-        record = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as error:
-        raise InstructionFormatError(f"{where}: not UTF-8 text (byte {error.start}); expected a JSON object") from None
-    except json.JSONDecodeError as error:
-        raise InstructionFormatError(
-            f"{where}: not valid JSON ({error.msg}, column {error.colno}); expected one JSON object per line"
-        ) from error
-    if not isinstance(record, dict):
-        raise InstructionFormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    return record
 
 
 def check_record(record: Mapping[str, Any], where: str, label_names: set[str] | frozenset[str]) -> None:
@@ -160,12 +145,7 @@ def read_manifest(instructions_dir: str | Path) -> dict[str, Any]:
     manifest = Path(instructions_dir) / "manifest.json"
     if not manifest.is_file():
         return {}
-    try:
-        content = json.loads(manifest.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InstructionFormatError(
-            f"{manifest}: not valid JSON ({error}); expected grok-generate's manifest"
-        ) from error
+    content = read_json_file(manifest, InstructionFormatError, "grok-generate's manifest")
     if not isinstance(content, dict):
         raise InstructionFormatError(f"{manifest}: expected a JSON object, got {type(content).__name__}")
     return content

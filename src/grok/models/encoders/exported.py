@@ -18,6 +18,7 @@ from grok.models.encoders.checkpoints import (
 )
 from grok.models.encoders.vit import RetinaViT
 from grok.utils.errors import InputError
+from grok.utils.json_files import read_json_file
 
 EXPORT_FORMAT = "grok-retina-vit"
 EXPORT_VERSION = 1
@@ -61,12 +62,7 @@ def read_export_config(path: str | Path) -> dict[str, Any]:
     config_file = config_path_of(path)
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file}: the JSON config of exported encoder {path} is missing")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise EncoderExportError(
-            f"{config_file}: not valid JSON ({error}); expected the config grok-train-align wrote"
-        ) from error
+    config = read_json_file(config_file, EncoderExportError, "the config grok-train-align wrote")
     if (
         not isinstance(config, dict)
         or config.get("format") != EXPORT_FORMAT
