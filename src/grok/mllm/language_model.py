@@ -1,4 +1,5 @@
-"""Qwen2ForCausalLM: real weights from a local folder, or a tiny random config of the same class; optional 4-bit."""
+"""The language model: any local transformers causal LM (architecture from its config.json: Qwen2, Llama/SmolLM2, ...),
+or a tiny random Qwen2 config; optional 4-bit; optionally with a trimmed vocabulary."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import BitsAndBytesConfig, Qwen2Config, Qwen2ForCausalLM
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig, PreTrainedModel, Qwen2Config, Qwen2ForCausalLM
 
 from grok.mllm.vocab_trim import VocabularyMap
 
@@ -36,11 +37,13 @@ def build_language_model(
     attn_implementation: str = "sdpa",
     vocabulary: VocabularyMap | None = None,
     quantization: Mapping[str, Any] | None = None,
-) -> Qwen2ForCausalLM:
-    """Qwen2ForCausalLM from `pretrained_path` (a local folder) or a random model with `config` (tiny default).
+) -> PreTrainedModel:
+    """The causal LM of `pretrained_path` (a local folder; its class from config.json) or a random Qwen2ForCausalLM
+    with `config` (the tiny default).
 
-    With `vocabulary` the embedding and output tables hold only its rows (pretrained rows are sliced out, a random
-    model is built at that size); otherwise the table must cover all `tokenizer_size` ids. `quantization` loads the
+    A pretrained table shorter than the tokenizer (GROK's added tokens) grows to `tokenizer_size` rows (new rows at the
+    mean of the pretrained ones); with `vocabulary` the embedding and output tables then hold only its rows
+    (pretrained rows are sliced out, a random model is built at that size). `quantization` loads the
     linear layers in bitsandbytes 4-bit (QLoRA); a random model is saved to a temporary folder and reloaded so the
     same transformers loading path quantizes it.
     """
@@ -48,21 +51,23 @@ def build_language_model(
     if pretrained_path:
         path = Path(pretrained_path)
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"llm.pretrained_path={path} has no config.json (expected a local Qwen2 folder)")
-        model = Qwen2ForCausalLM.from_pretrained(
+            raise FileNotFoundError(
+                f"llm.pretrained_path={path} has no config.json (expected a local transformers model folder)"
+            )
+        model = AutoModelForCausalLM.from_pretrained(
             str(path),
             dtype=_dtype(dtype),
             local_files_only=True,
             attn_implementation=attn_implementation,
             quantization_config=quantization_config,
         )
-        if model.config.vocab_size < tokenizer_size and vocabulary is None:
-            model.resize_token_embeddings(tokenizer_size)
+        if model.get_input_embeddings().num_embeddings < tokenizer_size:
+            model.resize_token_embeddings(tokenizer_size, mean_resizing=True)
         if vocabulary is not None:
             trim_vocabulary(model, vocabulary)
         return model
     if config is None:
-        raise ValueError("llm: give either pretrained_path (a local Qwen2 folder) or config (a random Qwen2 config)")
+        raise ValueError("llm: give either pretrained_path (a local model folder) or config (a random Qwen2 config)")
     vocab_size = vocabulary.size if vocabulary is not None else tokenizer_size
     qwen_config = Qwen2Config(**{**dict(config), "vocab_size": vocab_size}, attn_implementation=attn_implementation)
     model = Qwen2ForCausalLM(qwen_config).to(_dtype(dtype))
@@ -75,7 +80,7 @@ def build_language_model(
         )
 
 
-def trim_vocabulary(model: Qwen2ForCausalLM, vocabulary: VocabularyMap) -> None:
+def trim_vocabulary(model: PreTrainedModel, vocabulary: VocabularyMap) -> None:
     """Keep only `vocabulary`'s rows of the input embedding and the output head (in place)."""
     rows = vocabulary.compact_to_real
     embedding = model.get_input_embeddings()

