@@ -5,15 +5,16 @@
 Loads the grounded export under `<root>/artifacts/mllm` (run from `<root>`: the export's paths are relative to it),
 encodes every eye of stage one's report records (train and `--split`), and prints the benchmark's task-1 macro-F1 and
 accuracy of the diagnoses the knowledge base derives (`diagnoses_from_findings`) from:
-- the knowledge engine's findings on the true values (the reference reports' figure),
+- stage one's findings (the knowledge engine on the true values: the reference reports' figure),
 - the engine's findings on the values in force of `grounding.source=auto` (the prompt's systemic values, the
   read-out head's estimates of the rest): the `grok-rules` pipeline baseline,
 - one logistic regression per knowledge-base finding (standardised inputs, regularisation by 4-fold cross-validation
   on the train eyes), fitted on the train eyes' findings, on three inputs: the read-out estimates plus the stated
   systemic values, the flattened frozen encoder tokens plus the systemic values, and both;
 - the union of those classifiers' findings with the engine's findings on the estimates;
-- one logistic regression per label (the diagnosis directly, no findings).
-Writes nothing.
+- one logistic regression per label (the diagnosis directly, no findings);
+then, per finding, the false positives and negatives of the engine on the estimates and of the classifiers on the
+estimates. Writes nothing.
 """
 
 from __future__ import annotations
@@ -38,11 +39,10 @@ SYSTEMIC = ("age_years", "sbp_mmhg", "dbp_mmhg", "hba1c_mmol_mol")
 CS = (0.001, 0.01, 0.1, 1.0)
 
 
-def values_in_force(record: Mapping, measured: Mapping[str, np.ndarray], eye: int, keys: Sequence[str], truth: bool):
-    """The row the engine assesses: the stated systemic values, then the truth or the read-out estimates."""
+def values_in_force(record: Mapping, estimates: np.ndarray, keys: Sequence[str]) -> dict[str, float]:
+    """The row `grok-rules` assesses: the stated systemic values, the read-out estimates of the rest."""
     row = {k: v for k, v in record["facts"]["systemic"].items() if v is not None}
-    values = measured["truth" if truth else "estimates"][eye]
-    row.update({k: float(v) for k, v in zip(keys, values, strict=True) if k not in row and not math.isnan(v)})
+    row.update({k: float(v) for k, v in zip(keys, estimates, strict=True) if k not in row and not math.isnan(v)})
     return row
 
 
@@ -103,19 +103,25 @@ def main() -> None:
 
     print(f"{len(train)} train eyes, {len(test)} {args.split} eyes\n")
     print("| diagnoses from | macro-F1 | accuracy |\n|---|---|---|")
-    engine = [
-        set(evaluate_row(values_in_force(r, test_measured, i, keys, truth=True), kb).finding_ids)
-        for i, r in enumerate(test)
-    ]
+    engine = [set(r["facts"]["findings"]) for r in test]  # stage one's: the engine on the true values
     show("engine on the true values", engine)
     on_estimates = [
-        set(evaluate_row(values_in_force(r, test_measured, i, keys, truth=False), kb).finding_ids)
+        set(evaluate_row(values_in_force(r, test_measured["estimates"][i], keys), kb).finding_ids)
         for i, r in enumerate(test)
     ]
     show("engine on the values in force (`grok-rules`)", on_estimates)
     train_findings = [set(r["facts"]["findings"]) for r in train]
-    x_train, x_test = inputs(train_measured, train, "est+sys"), inputs(test_measured, test, "est+sys")
-    classified = fitted_sets(x_train, x_test, train_findings, findings)
+    decided, direct = {}, {}
+    for kind in ("est+sys", "flat+sys", "flat+est+sys"):
+        x_train, x_test = inputs(train_measured, train, kind), inputs(test_measured, test, kind)
+        decided[kind] = fitted_sets(x_train, x_test, train_findings, findings)
+        direct[kind] = fitted_sets(x_train, x_test, [set(r["labels"]) for r in train], labels)
+        show(f"finding classifiers [{kind}]", decided[kind])
+        show(
+            f"finding classifiers [{kind}] + engine on the values in force",
+            [d | e for d, e in zip(decided[kind], on_estimates, strict=True)],
+        )
+        show(f"label classifiers [{kind}]", label_sets=direct[kind])
     print(
         "\n| finding | true | engine on values in force: false +, false - | classifiers [est+sys]: false +, false - |"
     )
@@ -123,24 +129,12 @@ def main() -> None:
     for finding in findings:
         true = [finding in t for t in engine]
         errors = []
-        for sets in (on_estimates, classified):
+        for sets in (on_estimates, decided["est+sys"]):
             said = [finding in s for s in sets]
-            errors.append(
-                f"{sum(s and not t for s, t in zip(said, true, strict=True))}, "
-                f"{sum(t and not s for s, t in zip(said, true, strict=True))}"
-            )
+            false_positives = sum(s and not t for s, t in zip(said, true, strict=True))
+            false_negatives = sum(t and not s for s, t in zip(said, true, strict=True))
+            errors.append(f"{false_positives}, {false_negatives}")
         print(f"| {finding} | {sum(true)} | {errors[0]} | {errors[1]} |")
-    print("\n| diagnoses from | macro-F1 | accuracy |\n|---|---|---|")
-    for kind in ("est+sys", "flat+sys", "flat+est+sys"):
-        x_train, x_test = inputs(train_measured, train, kind), inputs(test_measured, test, kind)
-        decided = fitted_sets(x_train, x_test, train_findings, findings)
-        show(f"finding classifiers [{kind}]", decided)
-        show(
-            f"finding classifiers [{kind}] + engine on the values in force",
-            [d | e for d, e in zip(decided, on_estimates, strict=True)],
-        )
-        direct = fitted_sets(x_train, x_test, [set(r["labels"]) for r in train], labels)
-        show(f"label classifiers [{kind}]", label_sets=direct)
 
 
 if __name__ == "__main__":
