@@ -197,7 +197,8 @@ class ForceSequence(LogitsProcessor):
 
 
 def test_a_generated_quantity_token_renders_exactly_the_value_the_prompt_states(instructions, tmp_path) -> None:
-    cfg = compose_config("mllm", tmp_path, tiny_overrides(instructions, ["adaptation=full"]))
+    overrides = ["adaptation=full", "grounding.qualitative=language_model"]  # the generated text alone
+    cfg = compose_config("mllm", tmp_path, tiny_overrides(instructions, overrides))
     module = hydra.utils.instantiate(cfg.model).eval()
     datamodule = hydra.utils.instantiate(cfg.data)
     dataset = datamodule.build_dataset("test", generation=True)
@@ -212,6 +213,30 @@ def test_a_generated_quantity_token_renders_exactly_the_value_the_prompt_states(
     assert report.text == stated_age
     (quoted,) = report.grounding
     assert quoted.symbol == "q:age_years" and quoted.source == "input" and quoted.value == float(stated_age)
+
+
+def test_with_decided_findings_generation_stops_at_the_findings_header_and_the_kb_writes_the_rest(
+    instructions, tmp_path
+) -> None:
+    overrides = ["adaptation=full", "llm.trim_vocabulary=false"]  # the fixture's texts lack the section headers
+    cfg = compose_config("mllm", tmp_path, tiny_overrides(instructions, overrides))
+    module = hydra.utils.instantiate(cfg.model).eval()  # grounding.qualitative=finding_readout (the default)
+    dataset = hydra.utils.instantiate(cfg.data).build_dataset("test", generation=True)
+    batch = InstructCollator(module.tokenizer.pad_token_id, "left")([dataset[0]])
+    text = module.tokenizer
+    forced = text("- Age ", add_special_tokens=False)["input_ids"] + text.convert_tokens_to_ids(["<q:age_years>"])
+    forced += text(".\nQualitative findings:\n- the LM's own finding.", add_special_tokens=False)["input_ids"]
+    (report,) = generate_batch(
+        module.model, module.tokenizer, batch, module.renderer, "auto", None,
+        max_new_tokens=len(forced) + 4, logits_processor=LogitsProcessorList([forcing := ForceSequence(forced)]),
+    )  # fmt: skip
+    header_end = len(forced) - len(text("\n- the LM's own finding.", add_special_tokens=False)["input_ids"])
+    assert forcing.step <= header_end + 1  # generation stopped once the header was written
+    stated_age = dataset.records[0]["conversations"][0]["value"].split("Age ")[1].split(",")[0]
+    assert report.text.startswith(f"- Age {stated_age}.\nQualitative findings:\n")
+    assert "the LM's own finding" not in report.text and "\nConclusion: " in report.text  # stopped at the header
+    for quoted in report.grounding:  # the LM's number and every number the writer added, where their spans say
+        assert report.text[quoted.start : quoted.end] == quoted.text
 
 
 def test_grounding_none_keeps_free_digits_and_no_grounding_module(instructions, tmp_path) -> None:

@@ -12,6 +12,8 @@ from grok.knowledge.base import KnowledgeBase
 from grok.knowledge.manifest import resolve_knowledge_base
 from grok.knowledge.parser import load_knowledge_base, shipped_version
 
+QUALITATIVE = ("language_model", "finding_readout")  # who decides the findings a report states (conf/grounding)
+
 
 @dataclass(frozen=True)
 class GroundingSettings:
@@ -34,6 +36,11 @@ class GroundingSettings:
     carry_window: int = 0
     readout: str = "attention"
     ridge_alphas: tuple[float, ...] = tuple(10.0 ** (k / 2) for k in range(-2, 11))
+    qualitative: str = "language_model"
+    finding_readout_cs: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0)
+    finding_readout_folds: int = 5
+    finding_readout_cv: int = 4
+    finding_readout_select: bool = True
     preamble: bool = True
     estimate_marker: str = "≈"
     forbid_digits: bool = True
@@ -48,7 +55,10 @@ class GroundingSettings:
         unknown = set(node) - known
         if unknown:
             raise ValueError(f"grounding: unknown key(s) {sorted(unknown)}; expected {sorted(known)}")
-        return cls(**dict(node))
+        settings = cls(**dict(node))
+        if settings.qualitative not in QUALITATIVE:
+            raise ValueError(f"grounding.qualitative={settings.qualitative!r} is not one of {list(QUALITATIVE)}")
+        return settings
 
 
 def knowledge_base_of(settings: GroundingSettings) -> KnowledgeBase:

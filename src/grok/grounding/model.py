@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -22,9 +22,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from grok.grounding.findings import (
+    Decision,
+    FindingDecider,
+    FindingReadout,
+    decided_assessments,
+    standardised_inputs,
+)
 from grok.grounding.readout import RidgeReadout
 from grok.grounding.symbols import KINDS, QuantityTokens
-from grok.grounding.values import SOURCE_CODES, QuantityStatistics
+from grok.grounding.values import SOURCE_CODES, SOURCES, QuantityStatistics, stated_values
+from grok.knowledge.base import KnowledgeBase
 
 GROUNDING_SOURCES = ("auto", "input", "readout")
 READOUTS = ("attention", "ridge")  # attention pooling over fused tokens, trained; ridge on encoder tokens, fitted
@@ -136,6 +144,7 @@ class ResolvedQuantities:
     low: Tensor
     high: Tensor
     estimates: Tensor
+    decisions: list[Decision] | None = None  # per sample, with a finding read-out (values withheld are NaN)
 
 
 class QuantityGrounding(nn.Module):
@@ -164,9 +173,15 @@ class QuantityGrounding(nn.Module):
         preamble: bool = True,
         decimals: Tensor | None = None,
         valid_range: Tensor | None = None,
+        findings_kb: KnowledgeBase | None = None,
     ) -> None:
         super().__init__()
         self.tokens = tokens
+        # with `findings_kb`, a finding read-out decides the findings at inference (grok.grounding.findings)
+        self.decider = FindingDecider(findings_kb) if findings_kb is not None else None
+        self.finding_readout = (
+            FindingReadout(len(tokens.keys), len(findings_kb.findings)) if findings_kb is not None else None
+        )
         self.readout_loss_weight = float(readout_loss_weight)
         if judgement_weight <= 0 or judgement_window < 0:
             raise ValueError(
@@ -397,9 +412,17 @@ class QuantityGrounding(nn.Module):
             total.index_put_((index, columns), value, accumulate=True)
             count.index_put_((index, columns), torch.ones_like(value), accumulate=True)
         mean = torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, math.nan))
-        mean = torch.maximum(torch.minimum(mean, self.valid_range[:, 1]), self.valid_range[:, 0])
-        scale = 10.0 ** self.decimals.float()
-        return torch.round(mean * scale) / scale
+        return self.bounded(mean)
+
+    def bounded(self, values: Tensor, keys: Tensor | None = None) -> Tensor:
+        """Estimates [..., K] (or of the columns `keys`) kept inside the schema's valid range and rounded to the
+        decimals a report writes."""
+        bounds = self.valid_range if keys is None else self.valid_range[keys.to(self.valid_range.device)]
+        decimals = self.decimals if keys is None else self.decimals[keys.to(self.decimals.device)]
+        bounds, decimals = bounds.to(values.device), decimals.to(values.device)
+        values = torch.maximum(torch.minimum(values, bounds[:, 1]), bounds[:, 0])
+        scale = 10.0 ** decimals.float()
+        return torch.round(values * scale) / scale
 
     def readout_loss(self, fused: Mapping[str, tuple[Tensor, Tensor]], values: Tensor) -> Tensor:
         """Mean squared error of the attention heads' standardised estimates against the table's known values
@@ -432,9 +455,61 @@ class QuantityGrounding(nn.Module):
             fitted.append(modality)
         return fitted
 
+    def fit_finding_readout(
+        self,
+        values: Tensor,
+        sexes: Sequence[str | None],
+        targets: Tensor,
+        cs: Sequence[float],
+        folds: int,
+        select: bool = True,
+    ) -> int:
+        """Fit the finding read-out on training eyes' values in force [n, K] (out-of-fold estimates, stated values;
+        the persons' sexes) and their findings [n, F], each finding's classifier kept where it beats the rules on
+        the same values (`select`; else wherever it is fitted); returns how many findings it decides (0 without a
+        finding read-out)."""
+        if self.finding_readout is None:
+            return 0
+        keys = self.tokens.keys
+        rows = [
+            {**{k: v for k, v in zip(keys, stated_values(row), strict=True) if not math.isnan(v)}, "sex": sex}
+            for row, sex in zip(values.tolist(), sexes, strict=True)
+        ]
+        inputs = standardised_inputs(values, self.mean.cpu(), self.std.cpu())
+        rules = self.decider.rules_calls(rows)
+        estimated = {key for keys in self.image_keys.values() for key in keys}
+        candidates = [any(b in estimated for b in rule.biomarkers) for rule in self.decider.kb.findings.values()]
+        fitted = self.finding_readout.fit(inputs.cpu(), targets.cpu(), cs, folds, rules, candidates)
+        if not select:  # every classifier decides, better than the rules or not
+            self.finding_readout.fitted.copy_(~torch.isnan(self.finding_readout.cv_f1[:, 0]))
+            fitted = int(self.finding_readout.fitted.sum())
+        return fitted
+
+    def decide(self, quantities: ResolvedQuantities, sexes: Sequence[str | None]) -> ResolvedQuantities:
+        """The values in force with each sample's Decision attached and its withheld estimates set to NaN."""
+        codes = quantities.source.tolist()
+        sources = [[SOURCES[c] for c in row] for row in codes]
+        decisions = decided_assessments(
+            self.decider,
+            self.finding_readout,
+            self.tokens.keys,
+            quantities.values,
+            sources,
+            sexes,
+            self.mean,
+            self.std,
+        )
+        withheld = torch.tensor(
+            [[key in d.withheld for key in self.tokens.keys] for d in decisions], device=quantities.values.device
+        ).reshape(quantities.values.shape)
+        values = torch.where(withheld, torch.full_like(quantities.values, math.nan), quantities.values)
+        source = torch.where(withheld, SOURCE_CODES["withheld"], quantities.source)
+        return ResolvedQuantities(values, source, quantities.low, quantities.high, quantities.estimates, decisions)
+
     def resolve(self, batch: Mapping[str, Tensor], estimates: Tensor | None, source: str | None) -> ResolvedQuantities:
         """The values in force: `source=None` keeps the table as it is (teacher forcing); `input` uses only what is
-        stated; `readout` the estimates for every image-derived quantity; `auto` stated values, else estimates."""
+        stated; `readout` the estimates for every image-derived quantity; `auto` stated values, else estimates.
+        With a finding read-out, an inference source also decides each eye's findings (`decide`)."""
         values = batch["quantity_values"].float()
         stated = batch["quantity_stated"].bool()
         low, high = batch["quantity_low"].float(), batch["quantity_high"].float()
@@ -456,7 +531,10 @@ class QuantityGrounding(nn.Module):
         code = torch.full_like(stated, SOURCE_CODES["missing"], dtype=torch.long)
         code = torch.where(~torch.isnan(stated_values), SOURCE_CODES["input"], code)
         code = torch.where(use_estimate, SOURCE_CODES["readout"], code)
-        return ResolvedQuantities(resolved, code, low, high, estimates)
+        resolved_quantities = ResolvedQuantities(resolved, code, low, high, estimates)
+        if self.decider is None:
+            return resolved_quantities
+        return self.decide(resolved_quantities, batch.get("quantity_sex") or [None] * values.shape[0])
 
     # ---- the preamble -----------------------------------------------------------------------------------------------
     def preamble_tokens(

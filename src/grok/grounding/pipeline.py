@@ -15,9 +15,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from grok.grounding.render import QuotedQuantity
-from grok.grounding.spans import strip_marks
-from grok.grounding.values import SOURCES
+from grok.grounding.render import QuotedQuantity, render_marked
+from grok.grounding.values import SOURCES, stated_values
 from grok.knowledge.engine import evaluate_row
 from grok.knowledge.phrasing import PhraseRng, biomarker_texts
 from grok.knowledge.writer import ReportWriter, conclude
@@ -40,58 +39,34 @@ class RulesReporter:
 
     @torch.no_grad()
     def batch_reports(self, batch: Mapping[str, Any], source: str = "auto") -> list[tuple[str, list[QuotedQuantity]]]:
-        """(report, quoted quantities) of every sample of a collated batch."""
+        """(report, quoted quantities) of every sample of a collated batch; with a finding read-out
+        (`grounding.qualitative=finding_readout`) the findings are its decisions, else the rules' on the values."""
         estimates = self.model.readout_estimates(batch)
         resolved = self.model.grounding.resolve(batch, estimates, source)
         out = []
         for sample, record_id in enumerate(batch["ids"]):
-            values = resolved.values[sample].tolist()
+            values = stated_values(resolved.values[sample].tolist())
             codes = resolved.source[sample].tolist()
             row: dict[str, Any] = {k: v for k, v in zip(self.tokens.keys, values, strict=True) if not math.isnan(v)}
             row["sex"] = batch.get("quantity_sex", [None] * len(batch["ids"]))[sample]
-            assessment = evaluate_row(row, self.kb)
+            if resolved.decisions is not None:
+                assessment = resolved.decisions[sample].assessment
+            else:
+                assessment = evaluate_row(row, self.kb)
             marked = self.writer.structured(assessment, conclude(assessment, []), PhraseRng(f"{self.seed}:{record_id}"))
             sources = {key: SOURCES[code] for key, code in zip(self.tokens.keys, codes, strict=True)}
-            out.append(self._render(marked, row, sources, resolved.estimates[sample].tolist()))
-        return out
-
-    def _render(
-        self, marked: str, row: Mapping[str, Any], sources: Mapping[str, str], estimates: list[float]
-    ) -> tuple[str, list[QuotedQuantity]]:
-        """The writer's text with estimates marked, and every number it writes with its value and source."""
-        text, spans = strip_marks(marked)
-        pieces, quoted, cursor, length = [], [], 0, 0
-        for span in spans:
-            symbol = self.tokens.symbol(span.symbol)
-            before = text[cursor : span.start]
-            pieces.append(before)
-            length += len(before)
-            number = text[span.start : span.end]
-            source = sources[symbol.key] if symbol.kind == "value" else "knowledge_base"
-            if source == "readout":
-                pieces.append(self.estimate_marker)
-                length += len(self.estimate_marker)
-            pieces.append(number)
-            estimate = estimates[self.tokens.key_index[symbol.key]]
-            value = row.get(symbol.key) if symbol.kind == "value" else float(number)
-            quoted.append(
-                QuotedQuantity(
-                    symbol.key,
-                    symbol.symbol,
-                    symbol.kind,
-                    None if value is None else float(value),
-                    number,
-                    self.texts[symbol.key].unit.strip(),
-                    source,
-                    None if math.isnan(estimate) else float(estimate),
-                    length,
-                    length + len(number),
+            out.append(
+                render_marked(
+                    marked,
+                    self.tokens,
+                    self.texts,
+                    row,
+                    sources,
+                    resolved.estimates[sample].tolist(),
+                    self.estimate_marker,
                 )
             )
-            length += len(number)
-            cursor = span.end
-        pieces.append(text[cursor:])
-        return "".join(pieces), quoted
+        return out
 
 
 def rules_reports(

@@ -35,26 +35,47 @@ class RidgeReadout(nn.Module):
     def fit(self, tokens: Tensor, targets: Tensor, alphas: Sequence[float]) -> None:
         """Fit on training images: `tokens` [n, N, D], standardised `targets` [n, K] (NaN where unknown); quantities
         known on the same images share one multi-target `RidgeCV` (a regularisation per quantity)."""
-        from sklearn.linear_model import RidgeCV
-
-        x = tokens.flatten(1).double().numpy()
-        y = targets.double().numpy()
-        known = ~np.isnan(y)
-        weight = np.zeros((y.shape[1], x.shape[1]))
-        bias = np.zeros(y.shape[1])
-        patterns: dict[bytes, list[int]] = {}
-        for column in range(y.shape[1]):
-            if known[:, column].sum() >= 3:
-                patterns.setdefault(known[:, column].tobytes(), []).append(column)
-        for columns in patterns.values():
-            rows = known[:, columns[0]]
-            mean, scale = x[rows].mean(0), x[rows].std(0)  # standardised on the images it is fitted on
-            scale[scale < 1e-12] = 1.0
-            standardised = (x[rows] - mean) / scale
-            ridge = RidgeCV(alphas=list(alphas), alpha_per_target=True).fit(standardised, y[rows][:, columns])
-            coef = np.atleast_2d(ridge.coef_)
-            weight[columns] = coef / scale  # folded: z = ((x - mean) / scale) @ coef.T + b
-            bias[columns] = np.atleast_1d(ridge.intercept_) - (mean / scale) @ coef.T
+        weight, bias = ridge_maps(tokens.flatten(1).double().numpy(), targets.double().numpy(), alphas)
         self.weight.copy_(torch.from_numpy(weight))
         self.bias.copy_(torch.from_numpy(bias))
         self.fitted.fill_(True)
+
+
+def ridge_maps(x: np.ndarray, y: np.ndarray, alphas: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(weight [K, P], bias [K]) of the ridge fits of `y` [n, K] (NaN where unknown) on `x` [n, P], standardisation
+    folded in; a quantity known on fewer than 3 rows keeps 0 (the training mean)."""
+    from sklearn.linear_model import RidgeCV
+
+    known = ~np.isnan(y)
+    weight = np.zeros((y.shape[1], x.shape[1]))
+    bias = np.zeros(y.shape[1])
+    patterns: dict[bytes, list[int]] = {}
+    for column in range(y.shape[1]):
+        if known[:, column].sum() >= 3:
+            patterns.setdefault(known[:, column].tobytes(), []).append(column)
+    for columns in patterns.values():
+        rows = known[:, columns[0]]
+        mean, scale = x[rows].mean(0), x[rows].std(0)  # standardised on the images it is fitted on
+        scale[scale < 1e-12] = 1.0
+        standardised = (x[rows] - mean) / scale
+        ridge = RidgeCV(alphas=list(alphas), alpha_per_target=True).fit(standardised, y[rows][:, columns])
+        coef = np.atleast_2d(ridge.coef_)
+        weight[columns] = coef / scale  # folded: z = ((x - mean) / scale) @ coef.T + b
+        bias[columns] = np.atleast_1d(ridge.intercept_) - (mean / scale) @ coef.T
+    return weight, bias
+
+
+def out_of_fold_estimates(
+    tokens: Tensor, targets: Tensor, alphas: Sequence[float], folds: int, seed: int = 0
+) -> Tensor:
+    """[n, K] standardised ridge estimates of each training image from a fit on the other folds (cross-fitting):
+    what the read-out says of an image it was not fitted on, as at inference (in-sample estimates are too good)."""
+    x, y = tokens.flatten(1).double().numpy(), targets.double().numpy()
+    estimates = np.zeros_like(y)
+    order = np.random.default_rng(seed).permutation(len(x))
+    for fold in range(folds):
+        held = order[fold::folds]
+        kept = np.setdiff1d(order, held)
+        weight, bias = ridge_maps(x[kept], y[kept], alphas)
+        estimates[held] = x[held] @ weight.T + bias
+    return torch.from_numpy(estimates)

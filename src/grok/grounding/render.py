@@ -9,16 +9,22 @@ its value, unit, source and character span (the `grounding` field of a predictio
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from grok.grounding.spans import strip_marks
 from grok.grounding.symbols import QuantityTokens
 from grok.grounding.values import SOURCES
 from grok.knowledge.base import KnowledgeBase
-from grok.knowledge.phrasing import biomarker_texts
+from grok.knowledge.phrasing import PhraseRng, biomarker_texts
+from grok.knowledge.writer import ReportWriter, conclude
+
+if TYPE_CHECKING:
+    from grok.grounding.findings import Decision
 
 NOT_MEASURED = "not measured"  # written where a value token has no value (never a number)
+WITHHELD_TEXT = "withheld"  # written where the value is a read-out estimate the decided findings reject
 
 
 @dataclass(frozen=True)
@@ -48,11 +54,21 @@ def _finite(value: float) -> float | None:
 class ReportRenderer:
     """Writes generated ids of one tokenizer as text, quantity tokens from a sample's resolved values."""
 
-    def __init__(self, tokenizer: Any, tokens: QuantityTokens, kb: KnowledgeBase, estimate_marker: str = "≈") -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        tokens: QuantityTokens,
+        kb: KnowledgeBase,
+        estimate_marker: str = "≈",
+        writer: ReportWriter | None = None,
+        seed: int = 0,
+    ) -> None:
         self.tokenizer = tokenizer
         self.tokens = tokens
         self.texts = biomarker_texts(kb)
         self.estimate_marker = estimate_marker
+        self.writer = writer
+        self.seed = seed
         ids = tokenizer.convert_tokens_to_ids(tokens.tokens)
         self.symbol_of_id = {int(i): s for i, s in zip(ids, tokens.symbols, strict=True)}
 
@@ -64,8 +80,13 @@ class ReportRenderer:
         low: Sequence[float],
         high: Sequence[float],
         estimates: Sequence[float],
+        decision: Decision | None = None,
+        record_id: str = "",
     ) -> tuple[str, list[QuotedQuantity]]:
-        """The text of one sample's generated `ids` and the quantities it quotes (per-key arrays of that sample)."""
+        """The text of one sample's generated `ids` and the quantities it quotes (per-key arrays of that sample).
+
+        With a `decision` (grok.grounding.findings) the generated text is kept up to its qualitative section, which
+        the knowledge base's writer writes from the decided findings, with the conclusion they support."""
         pieces: list[str] = []
         quoted: list[QuotedQuantity] = []
         length = 0
@@ -91,7 +112,9 @@ class ReportRenderer:
             if symbol.kind == "value":
                 value = _finite(values[column])
                 source = SOURCES[int(sources[column])]
-                if value is None:
+                if source == "withheld":
+                    written = WITHHELD_TEXT
+                elif value is None:
                     written = NOT_MEASURED
                 else:
                     written = text.shown(value, _finite(low[column]), _finite(high[column]))
@@ -127,4 +150,81 @@ class ReportRenderer:
             for q in quoted
             if q.end - shift <= len(stripped)
         ]
-        return stripped, moved
+        if decision is None:
+            return stripped, moved
+        return self.with_decided_findings(stripped, moved, decision, values, sources, estimates, record_id)
+
+    def with_decided_findings(
+        self,
+        text: str,
+        quoted: list[QuotedQuantity],
+        decision: Decision,
+        values: Sequence[float],
+        sources: Sequence[int],
+        estimates: Sequence[float],
+        record_id: str,
+    ) -> tuple[str, list[QuotedQuantity]]:
+        """`text` cut at its qualitative section's header, then the writer's findings and conclusion of `decision`."""
+        if self.writer is None:
+            raise ValueError("rendering decided findings needs the ReportRenderer's knowledge-base writer")
+        headers = [text.find(h) for h in self.writer.phrases.variants("findings_header")]
+        cut = min((h for h in headers if h >= 0), default=len(text))
+        kept = text[:cut].rstrip()
+        quoted = [q for q in quoted if q.end <= len(kept)]
+        lines = self.writer.qualitative_lines(
+            decision.assessment, conclude(decision.assessment, []), PhraseRng(f"{self.seed}:{record_id}")
+        )
+        in_force = {k: _finite(v) for k, v in zip(self.tokens.keys, values, strict=True)}
+        names = {k: SOURCES[int(c)] for k, c in zip(self.tokens.keys, sources, strict=True)}
+        offset = len(kept) + 1 if kept else 0
+        written, more = render_marked(
+            "\n".join(lines), self.tokens, self.texts, in_force, names, estimates, self.estimate_marker, offset
+        )
+        return (f"{kept}\n{written}" if kept else written), quoted + more
+
+
+def render_marked(
+    marked: str,
+    tokens: QuantityTokens,
+    texts: Mapping[str, Any],
+    values: Mapping[str, float],
+    sources: Mapping[str, str],
+    estimates: Sequence[float],
+    estimate_marker: str = "≈",
+    offset: int = 0,
+) -> tuple[str, list[QuotedQuantity]]:
+    """The knowledge-base writer's marked text (grok.grounding.spans) with read-out estimates marked, and every number
+    it writes with its value and source (character spans start at `offset`, where the text will stand)."""
+    text, spans = strip_marks(marked)
+    pieces, quoted, cursor, length = [], [], 0, offset
+    for span in spans:
+        symbol = tokens.symbol(span.symbol)
+        before = text[cursor : span.start]
+        pieces.append(before)
+        length += len(before)
+        number = text[span.start : span.end]
+        source = sources[symbol.key] if symbol.kind == "value" else "knowledge_base"
+        if source == "readout":
+            pieces.append(estimate_marker)
+            length += len(estimate_marker)
+        pieces.append(number)
+        estimate = estimates[tokens.key_index[symbol.key]]
+        value = values.get(symbol.key) if symbol.kind == "value" else float(number)
+        quoted.append(
+            QuotedQuantity(
+                symbol.key,
+                symbol.symbol,
+                symbol.kind,
+                None if value is None else float(value),
+                number,
+                texts[symbol.key].unit.strip(),
+                source,
+                None if math.isnan(estimate) else float(estimate),
+                length,
+                length + len(number),
+            )
+        )
+        length += len(number)
+        cursor = span.end
+    pieces.append(text[cursor:])
+    return "".join(pieces), quoted

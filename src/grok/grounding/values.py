@@ -20,7 +20,8 @@ import numpy as np
 from grok.grounding.symbols import QuantityTokens
 from grok.knowledge.base import KnowledgeBase
 
-SOURCES = ("missing", "input", "readout")  # codes 0, 1, 2 of a resolved table
+# codes 0-3 of a resolved table; withheld: an estimate the decided findings reject (grok.grounding.findings)
+SOURCES = ("missing", "input", "readout", "withheld")
 SOURCE_CODES = {name: code for code, name in enumerate(SOURCES)}
 
 
@@ -45,6 +46,12 @@ class QuantityTable:
             "quantity_sex": self.sex,
             **({} if self.judgements is None else {"judgement_targets": self.judgements.astype(np.float32)}),
         }
+
+
+def stated_values(values: Iterable[float]) -> list[float]:
+    """Float32 values (a value table's) as the decimals they stand for: 0.7 stays 0.7, not 0.699999988, so a value
+    the report writes as "0.70" meets the knowledge base's "at least 0.7" exactly as the text reads (NaN kept)."""
+    return [float(str(np.float32(v))) for v in values]
 
 
 def _number(value: Any) -> float:

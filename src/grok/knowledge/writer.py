@@ -224,24 +224,37 @@ class ReportWriter:
     # ------------------------------------------------------------------------------------------ structured
     def structured(self, assessment: Assessment, conclusion: Conclusion, rng: random.Random) -> str:
         """The three-part report: Quantitative analysis, Qualitative findings, Conclusion."""
-        pick, choose = self.phrases.pick, self.phrases.choose
-        by_name = assessment.by_name
+        lines = self.quantitative_lines(assessment, rng)
+        return "\n".join([*lines, *self.qualitative_lines(assessment, conclusion, rng)])
+
+    def quantitative_lines(self, assessment: Assessment, rng: random.Random) -> list[str]:
+        """The quantitative section: its header and one line per listed quantity."""
+        choose = self.phrases.choose
         lines = [choose("quantitative_header", rng)]
         # one line format and one status vocabulary per report: varied across reports, consistent within one
         line, missing = choose("quantity_line", rng), choose("missing_line", rng)
         status_words = {status: choose(f"status.{status}", rng) for status in ("low", "normal", "high")}
         for label, value, value_range, status in self._quantity_rows(assessment):
-            if value is None:
+            if status == "withheld":
+                lines.append(self.phrases.pick("withheld_line", rng, name=label))
+            elif value is None:
                 lines.append(missing.format(name=label))
             else:
                 lines.append(line.format(name=label, value=value, range=value_range, status=status_words[status]))
-        lines.append(pick("findings_header", rng))
+        return lines
+
+    def qualitative_lines(self, assessment: Assessment, conclusion: Conclusion, rng: random.Random) -> list[str]:
+        """The qualitative findings (each with the values that reach its threshold) and the conclusion."""
+        pick = self.phrases.pick
+        by_name = assessment.by_name
+        lines = [pick("findings_header", rng)]
         for finding in assessment.findings:
             display = self.finding_display(finding.id)
             evidence = "; ".join(self.evidence_items(finding, by_name, rng))
+            template = "finding_line" if evidence else "finding_line_image"
             lines.append(
                 pick(
-                    "finding_line",
+                    template,
                     rng,
                     display=capitalise(display),
                     display_lower=display,
@@ -253,7 +266,7 @@ class ReportWriter:
         if not assessment.findings:
             lines.append(pick("no_finding_line", rng))
         lines.append(f"{pick('conclusion_header', rng)} {self.conclusion_sentence(assessment, conclusion, rng)}")
-        return "\n".join(lines)
+        return lines
 
     # ------------------------------------------------------------------------------------------ narrative
     def narrative(

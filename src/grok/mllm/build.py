@@ -215,6 +215,7 @@ class GroundingParts:
             preamble=settings.preamble,
             decimals=decimals,
             valid_range=torch.tensor(valid, dtype=torch.float32),
+            findings_kb=kb if settings.qualitative == "finding_readout" else None,
         )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import LogitsProcessor
+from transformers import LogitsProcessor, StoppingCriteria, StoppingCriteriaList
 
 from grok.grounding.render import QuotedQuantity, ReportRenderer
 from grok.mllm.collator import InstructCollator
@@ -93,6 +93,27 @@ class _NumberGuardProcessor(LogitsProcessor):
         return scores.masked_fill(mask, -math.inf)
 
 
+class SectionStop(StoppingCriteria):
+    """Stops a sample once its generated text reaches one of `headers`: with decided findings, the knowledge base's
+    writer writes everything from the qualitative section's header on, so generating it would be thrown away."""
+
+    def __init__(self, tokenizer: Any, headers: Sequence[str], vocabulary: Any = None, window: int = 16) -> None:
+        self.tokenizer, self.headers, self.vocabulary, self.window = tokenizer, tuple(headers), vocabulary, window
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.BoolTensor:
+        tail = input_ids[:, -self.window :]
+        real = self.vocabulary.to_real(tail) if self.vocabulary is not None else tail
+        texts = self.tokenizer.batch_decode(real, skip_special_tokens=True)
+        return torch.tensor([any(h in t for h in self.headers) for t in texts], device=input_ids.device)
+
+
+def section_stops(model: GrokMLLM, tokenizer: Any, renderer: ReportRenderer | None) -> list[StoppingCriteria]:
+    """[SectionStop at the qualitative header] when the knowledge base writes the findings (decided findings)."""
+    if renderer is None or renderer.writer is None or model.grounding is None or model.grounding.decider is None:
+        return []
+    return [SectionStop(tokenizer, renderer.writer.phrases.variants("findings_header"), model.vocabulary)]
+
+
 @torch.no_grad()
 def generate_batch(
     model: GrokMLLM,
@@ -107,6 +128,9 @@ def generate_batch(
     and quantity tokens are written from them; `number_guard` keeps it from starting a number in digits."""
     if model.grounding is not None and renderer is None:
         raise ValueError("a grounded model writes quantity tokens: generate_batch needs its ReportRenderer")
+    stops = [*(options.pop("stopping_criteria", None) or []), *section_stops(model, tokenizer, renderer)]
+    if stops:
+        options["stopping_criteria"] = StoppingCriteriaList(stops)
     output = model.generate(
         batch,
         eos_token_id=tokenizer.convert_tokens_to_ids(IM_END),
@@ -122,7 +146,8 @@ def generate_batch(
     reports = []
     for sample, ids in enumerate(output.ids.tolist()):
         arrays = [t[sample].tolist() for t in (q.values, q.source, q.low, q.high, q.estimates)]
-        text, quoted = renderer.render(ids, *arrays)
+        decision = q.decisions[sample] if q.decisions is not None else None
+        text, quoted = renderer.render(ids, *arrays, decision=decision, record_id=str(batch["ids"][sample]))
         reports.append(GeneratedReport(text, quoted))
     return reports
 

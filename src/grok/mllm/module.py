@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from grok.grounding.config import GroundingSettings, knowledge_base_of, quantity_tokens_of
 from grok.grounding.conversation import ConversationGrounding
-from grok.grounding.readout import RidgeReadout
+from grok.grounding.readout import RidgeReadout, out_of_fold_estimates
 from grok.grounding.render import ReportRenderer
 from grok.grounding.values import QuantityStatistics
+from grok.knowledge.writer import ReportWriter
 from grok.mllm.build import GroundingParts, build_grok_mllm, build_vocabulary, frozen_checksum
 from grok.mllm.chat import DEFAULT_SYSTEM_PROMPT
 from grok.mllm.datamodule import image_paths
@@ -172,6 +173,10 @@ class InstructModule(L.LightningModule):
         table values, once, before training (the encoders are frozen, so the fit cannot go stale)."""
         grounding = self.model.grounding
         if grounding is None or not any(isinstance(h, RidgeReadout) for h in grounding.readout.values()):
+            if grounding is not None and grounding.finding_readout is not None:
+                raise ValueError(
+                    "grounding.qualitative=finding_readout reads the ridge read-out: set grounding.readout=ridge"
+                )
             return
         if "train" not in getattr(datamodule, "datasets", {}):
             return
@@ -195,6 +200,60 @@ class InstructModule(L.LightningModule):
         encoded = {m: (torch.stack(t), torch.tensor(rows[m])) for m, t in tokens.items() if t}
         fitted = grounding.fit_ridge_readouts(encoded, values, self.grounding_parts.settings.ridge_alphas)
         log.info("ridge read-out fitted on %s training images", {m: len(rows[m]) for m in fitted})
+        if grounding.finding_readout is not None:
+            findings = [(record.get("facts") or {}).get("findings") for record in dataset.records]
+            judged = torch.tensor([[f in (found or ()) for f in grounding.decider.finding_ids] for found in findings])
+            judged_rows = torch.tensor([f is not None for f in findings])
+            self.fit_finding_readout(encoded, values, dataset.tables, judged.float(), judged_rows)
+
+    def fit_finding_readout(
+        self,
+        encoded: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+        values: torch.Tensor,
+        tables: Sequence[Mapping[str, Any]],
+        findings: torch.Tensor,
+        judged: torch.Tensor,
+    ) -> None:
+        """Fit the finding read-out (`grounding.qualitative=finding_readout`) on the training eyes' values in force as
+        inference sees them: the ridge read-out's out-of-fold estimates of what the images measure (an image is never
+        estimated by a fit that saw it), the table's other (stated) values; the targets are stage one's findings
+        (`findings` [R, F] 0/1, on the records `judged` whose facts list them), and each finding's classifier decides
+        only where its cross-validated F1 beats the rules' on the same values."""
+        grounding, settings = self.model.grounding, self.grounding_parts.settings
+        inputs = values.clone().float()
+        has_image = torch.zeros(len(values), dtype=torch.bool)
+        for modality in grounding.image_keys:
+            inputs[:, getattr(grounding, f"{modality}_keys").cpu()] = math.nan
+        for modality, (tokens, rows) in encoded.items():
+            keys = getattr(grounding, f"{modality}_keys").cpu()
+            mean, std = grounding.mean[keys].cpu(), grounding.std[keys].cpu()
+            targets = (values[rows][:, keys].float() - mean) / std
+            folds = settings.finding_readout_folds
+            if folds >= 2:
+                z = out_of_fold_estimates(tokens.float().cpu(), targets, settings.ridge_alphas, folds)
+            else:
+                z = grounding.ridge_readout[modality](tokens.float().cpu())
+            inputs[rows[:, None], keys[None, :]] = grounding.bounded(z.float() * std + mean, keys)
+            has_image[rows] = True
+        used = has_image & judged
+        sexes = [table.get("quantity_sex") for table, keep in zip(tables, used.tolist(), strict=True) if keep]
+        decided = grounding.fit_finding_readout(
+            inputs[used],
+            sexes,
+            findings[used],
+            settings.finding_readout_cs,
+            settings.finding_readout_cv,
+            settings.finding_readout_select,
+        )
+        log.info("finding read-out fitted on %d training eyes: it decides %d findings", int(used.sum()), decided)
+        readout = grounding.finding_readout
+        for finding, (classifier, rules), chosen in zip(
+            grounding.decider.finding_ids, readout.cv_f1.tolist(), readout.fitted.tolist(), strict=True
+        ):
+            if math.isnan(classifier):  # no classifier: a systemic finding, or too few cases
+                continue
+            log.info("  %s: cross-validated F1 %.3f (classifier) vs %.3f (rules) -> %s", finding, classifier, rules,
+                     "classifier" if chosen else "rules")  # fmt: skip
 
     def on_train_epoch_start(self) -> None:
         """Counterfactual training records are drawn afresh each epoch (grok.grounding.counterfactual)."""
@@ -226,8 +285,9 @@ class InstructModule(L.LightningModule):
             self.log("val/judgement_loss", output["judgement_loss"], sync_dist=True, batch_size=size)
 
     def on_validation_epoch_end(self) -> None:
-        """With `clinical_validation.enabled`: greedy reports for the val split's report prompts, their diagnoses
-        read by the benchmark's parser, and `val/macro_f1` against the records' labels (the selection metric)."""
+        """With `clinical_validation.enabled`: greedy reports for the val split's report prompts, read by the
+        benchmark: `val/macro_f1` (their diagnoses against the records' labels) and `val/clinical_score` (task 3's
+        mean of quantitative accuracy, finding F1, consistency and correctness against the records' facts)."""
         settings = self.clinical_validation
         if not settings.get("enabled") or self._trainer is None or self.trainer.sanity_checking:
             return
@@ -238,12 +298,16 @@ class InstructModule(L.LightningModule):
             self._clinical_prompts = datamodule.build_dataset(
                 settings.get("split", "val"), generation=True, tasks=["report"], limit=settings.get("max_reports")
             )
-        self.log("val/macro_f1", self.clinical_macro_f1(self._clinical_prompts), prog_bar=True, sync_dist=True)
+        for name, value in self.clinical_metrics(self._clinical_prompts).items():
+            self.log(f"val/{name}", value, prog_bar=name == "macro_f1", sync_dist=True)
 
-    def clinical_macro_f1(self, prompts: Any) -> float:
-        """Diagnosis macro-F1 of greedy reports for a generation dataset (the benchmark's parser and metric)."""
+    def clinical_metrics(self, prompts: Any) -> dict[str, float]:
+        """`macro_f1` (diagnoses, the benchmark's parser and metric) and `clinical_score` (task 3, `ClinicalScorer`)
+        of greedy reports for a generation dataset."""
         from grok.bench.classification import classification_metrics
+        from grok.bench.clinical import ClinicalScorer
         from grok.bench.diagnosis import parse_diagnosis
+        from grok.bench.references import Reference
         from grok.bench.text import AnalysedText
         from grok.bench.vocabulary import build_vocabulary
         from grok.knowledge.parser import load_knowledge_base
@@ -266,13 +330,19 @@ class InstructModule(L.LightningModule):
             source=grounding.source if grounding else None,
             forbid_digits=bool(grounding and grounding.forbid_digits),
         )
-        predicted = {
-            row["id"]: list(parse_diagnosis(AnalysedText(row["prediction"], vocabulary)).labels) for row in rows
-        }
+        analysed = {row["id"]: AnalysedText(row["prediction"], vocabulary) for row in rows}
         self.model.train(was_training)
+        scorer = ClinicalScorer(vocabulary, kb)
+        guesses, scores = [], []
+        for record in prompts.records:
+            text = analysed[record.get("id")]
+            parse = parse_diagnosis(text)
+            guesses.append(list(parse.labels))
+            reference = Reference(record.get("id"), "", tuple(record.get("labels") or ()), record.get("facts") or {})
+            scores.append(scorer.score(reference, text, parse).score)
         truth = [list(record.get("labels") or []) for record in prompts.records]
-        guesses = [predicted[record.get("id")] for record in prompts.records]
-        return float(classification_metrics(truth, guesses, kb.schema.label_names)["macro_f1"])
+        macro_f1 = float(classification_metrics(truth, guesses, kb.schema.label_names)["macro_f1"])
+        return {"macro_f1": macro_f1, "clinical_score": float(sum(scores) / max(len(scores), 1))}
 
     @property
     def renderer(self) -> ReportRenderer | None:
@@ -280,7 +350,10 @@ class InstructModule(L.LightningModule):
         parts = self.grounding_parts
         if parts is None:
             return None
-        return ReportRenderer(self.tokenizer, parts.tokens, parts.conversation.kb, parts.settings.estimate_marker)
+        writer = ReportWriter(parts.conversation.kb) if parts.settings.qualitative == "finding_readout" else None
+        return ReportRenderer(
+            self.tokenizer, parts.tokens, parts.conversation.kb, parts.settings.estimate_marker, writer=writer
+        )
 
     # ---- optimisation ------------------------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from grok.grounding.spans import first_turns
 from grok.mllm.collator import InstructCollator
 from grok.mllm.datamodule import InstructionDataset, conversation_grounding, image_transforms
 from grok.mllm.export import load_exported_mllm
-from grok.mllm.generate import NumberGuard, generation_options
+from grok.mllm.generate import NumberGuard, generation_options, section_stops
 from grok.mllm.model import MODALITIES
 from grok.mllm.tokenizer import IM_END, IMAGE_PLACEHOLDERS
 
@@ -360,6 +360,7 @@ class ReportEngine:
             streamer=streamer,
             source=self.source,
             number_guard=self.number_guard,
+            stopping_criteria=section_stops(self.model, self.tokenizer, self.renderer) or None,
         )
         quantities = generated.quantities
         results = []
@@ -376,6 +377,13 @@ class ReportEngine:
                 q = quantities
                 arrays = [t[index].tolist() for t in (q.values, q.source, q.low, q.high, q.estimates)]
                 text, quoted = self.renderer.render(content, *arrays)
+                if q.decisions is not None:  # the knowledge base writes the findings and the conclusion
+                    streamed = text
+                    text, quoted = self.renderer.with_decided_findings(
+                        text, quoted, q.decisions[index], *arrays[:2], arrays[4], str(case.item.get("id", index))
+                    )
+                    if rows[index] is not None:  # the stream ends with what the writer added
+                        rows[index].emit(text[len(streamed) :] if text.startswith(streamed) else "\n" + text)
                 grounding = {"source": self.source, "quantities": [entry.as_dict() for entry in quoted]}
             results.append(Generated(text, case.prompt_tokens, completion, finish, grounding))
         return results
