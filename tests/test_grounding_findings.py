@@ -63,9 +63,9 @@ def _consistency(text: str, row: dict) -> tuple[bool, list[str]]:
     return score.consistent, score.own_findings
 
 
-def test_the_finding_readout_is_fitted_in_closed_form_and_saved_as_buffers() -> None:
+def test_the_finding_readout_is_fitted_once_as_scikit_learn_would_and_saved_as_buffers() -> None:
     from sklearn.linear_model import LogisticRegressionCV
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedGroupKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -76,8 +76,8 @@ def test_the_finding_readout_is_fitted_in_closed_form_and_saved_as_buffers() -> 
     readout = FindingReadout(3, 2)
     decided = readout.fit(torch.tensor(x), torch.tensor(y, dtype=torch.float32), [0.01, 0.1, 1.0], folds=4)
     assert decided == 1 and readout.fitted.tolist() == [True, False]
-    splits = StratifiedKFold(4, shuffle=True, random_state=0)
-    options = {"cv": splits, "max_iter": 3000, "l1_ratios": (0,), "scoring": "accuracy", "use_legacy_attributes": True}
+    splits = list(StratifiedGroupKFold(4, shuffle=True, random_state=0).split(x, y[:, 0], range(120)))
+    options = {"cv": splits, "max_iter": 3000}
     reference = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=[0.01, 0.1, 1.0], **options))
     reference.fit(x, y[:, 0])
     expected = torch.tensor(reference.decision_function(x), dtype=torch.float32)
@@ -113,6 +113,21 @@ def test_out_of_fold_estimates_are_as_poor_as_on_unseen_images_where_in_sample_o
         return 1 - float(((estimate - truth) ** 2).sum() / ((truth - truth.mean()) ** 2).sum())
 
     assert r2(in_sample) > 0.9 and r2(out_of_fold) < 0.1
+
+
+def test_out_of_fold_estimates_keep_a_subjects_eyes_in_one_fold() -> None:
+    generator = torch.Generator().manual_seed(2)
+    tokens = torch.randn(40, 10, 20, generator=generator).repeat_interleave(2, dim=0)  # two near-identical eyes
+    tokens = tokens + 0.01 * torch.randn(tokens.shape, generator=generator)
+    targets = torch.randn(40, 1, generator=generator).repeat_interleave(2, dim=0)  # a subject's value, no signal
+    subjects = [f"S{i // 2}" for i in range(80)]
+
+    def r2(estimate: torch.Tensor) -> float:
+        return 1 - float(((estimate - targets) ** 2).sum() / ((targets - targets.mean()) ** 2).sum())
+
+    by_image = out_of_fold_estimates(tokens, targets, [1e-3, 1e-2], folds=5)
+    by_subject = out_of_fold_estimates(tokens, targets, [1e-3, 1e-2], folds=5, groups=subjects)
+    assert r2(by_image) > 0.5 and r2(by_subject) < 0.1  # the other eye in the fit leaks the value
 
 
 def test_stated_values_are_judged_by_the_rules_exactly_as_stage_one_does() -> None:
@@ -223,3 +238,16 @@ def test_render_marked_marks_estimates_and_records_spans(marker: str) -> None:
     estimated = [q for q in quoted if q.source == "readout"]
     assert estimated and all(text[q.start - len(marker) : q.start] == marker for q in estimated)
     assert all(text[q.start : q.end] == q.text for q in quoted)
+
+
+def test_a_streaming_client_gets_the_writers_section_once_whatever_the_model_streamed() -> None:
+    from grok.serve.engine import _stream_tail
+
+    written = "Qualitative findings:\n- Drusen (mild): ...\nConclusion: AMD."
+    kept = "Quantitative analysis:\n- CST ≈262 µm."
+    text = f"{kept}\n{written}"
+    for streamed in (f"{kept}\nQualitative findings:", f"{kept}\n\nQualitative findings:", f"{kept}\nConclusion:"):
+        received = streamed + _stream_tail(streamed, text, written)
+        assert received.count("Quantitative analysis:") == 1 and received.count("- Drusen (mild)") == 1
+        assert received.count("Qualitative findings:") == 1 and received.endswith("Conclusion: AMD.")
+    assert f"{kept}\nQualitative findings:" + _stream_tail(f"{kept}\nQualitative findings:", text, written) == text

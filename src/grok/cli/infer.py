@@ -50,6 +50,8 @@ def run(cfg: DictConfig) -> Path | str:
     records, image_root = _records(cfg, module, data)
     if cfg.images_from == "other_eye":
         records = with_other_eyes_images(records, cfg.seed)
+    if cfg.get("images_absent"):
+        records = without_images(records, list(cfg.images_absent))
     grounding_cfg = train_cfg.model.get("grounding")
     source = cfg.grounding.source or (grounding_cfg or {}).get("source")
     dataset = InstructionDataset(
@@ -78,8 +80,9 @@ def _write_split(cfg: DictConfig, module: Any, train_cfg: DictConfig, dataset: A
     from grok.mllm.generate import PredictionsOutput
 
     folder = cfg.other_eye_dir if cfg.images_from == "other_eye" else cfg.predictions_dir
+    absent = "".join(f"_no_{modality}" for modality in cfg.get("images_absent") or ())  # never the full-input file
     output = PredictionsOutput(
-        cfg.output or Path(folder) / f"{cfg.model_name}_{cfg.split}.jsonl", fingerprint(cfg, records)
+        cfg.output or Path(folder) / f"{cfg.model_name}_{cfg.split}{absent}.jsonl", fingerprint(cfg, records)
     )
     if output.up_to_date() and not cfg.get("overwrite", False):
         log.info("%s is up to date (same model, records and settings); overwrite=true regenerates it", output.path)
@@ -177,6 +180,35 @@ def _knowledge_base(cfg: DictConfig, module: Any) -> Any:
     if asked.version is None and asked.path is None and module.grounding_parts is not None:
         return module.grounding_parts.conversation.kb
     return resolve_knowledge_base(asked.version, asked.path, cfg.instructions_dir)
+
+
+def without_images(records: list[dict], modalities: list[str]) -> list[dict]:
+    """Each record without its images of `modalities` (the missing-modality check): the image and its placeholder line
+    in the prompt removed, the quantity spans recorded after it moved with the text."""
+    from grok.mllm.model import MODALITIES
+    from grok.mllm.tokenizer import IMAGE_PLACEHOLDERS
+
+    unknown = sorted(set(modalities) - set(MODALITIES))
+    if unknown:
+        raise ValueError(f"images_absent={modalities}: unknown modality {unknown}; expected some of {list(MODALITIES)}")
+    out = []
+    for record in records:
+        turns = [dict(turn) for turn in record["conversations"]]
+        spans = [list(span) for span in record.get("quantity_spans") or []]
+        for modality in modalities:
+            placeholder = f"{IMAGE_PLACEHOLDERS[MODALITIES.index(modality)]}\n"
+            turn = next((i for i, t in enumerate(turns) if placeholder in t.get("value", "")), None)
+            if turn is None:
+                continue
+            text = turns[turn]["value"]
+            at = text.find(placeholder)
+            turns[turn]["value"] = text[:at] + text[at + len(placeholder) :]
+            for span in spans:
+                if span[0] == turn and span[1] >= at + len(placeholder):
+                    span[1], span[2] = span[1] - len(placeholder), span[2] - len(placeholder)
+        images = {m: path for m, path in (record.get("images") or {}).items() if m not in modalities}
+        out.append({**record, "images": images, "conversations": turns, "quantity_spans": spans})
+    return out
 
 
 def with_other_eyes_images(records: list[dict], seed: int) -> list[dict]:

@@ -5,14 +5,15 @@ estimate lands on the wrong side of a threshold: a drusen count estimated at 1 p
 vessel calibres that are off by a few micrometres miss most vessel findings (experiments/mllm/README.md, "Where the
 diagnoses fail": 0.418 macro-F1, where one logistic regression per finding on the same estimates reaches 0.804).
 
-- `FindingReadout` holds one logistic regression per finding over the standardised values in force, fitted in
-  closed form once before training (scikit-learn's `LogisticRegressionCV`, like the ridge read-out) on the training
-  eyes' out-of-fold read-out estimates and stated values, with stage one's findings as targets; kept as buffers, so
-  it is saved with the trainable weights and exported.
-- `FindingDecider` decides each eye's findings: the classifier for a finding that rests on a read-out estimate, the
-  knowledge base's rules for one whose values are all stated (so a stated row is judged exactly as stage one
-  judges it). Estimates whose side of a threshold implies a finding the decision rejects are withheld (never quoted
-  as numbers), so a report's numbers never contradict its findings. The knowledge base then derives the diagnoses.
+- `FindingReadout` holds one logistic regression per finding over the standardised values in force, fitted once
+  before training (scikit-learn's `LogisticRegressionCV`, not trained beside the LM; like the ridge read-out) on the
+  training eyes' out-of-fold read-out estimates and stated values, with stage one's findings as targets, folds
+  keeping a subject's eyes together; kept as buffers, so it is saved with the trainable weights and exported.
+- `FindingDecider` decides each eye's findings: the classifier for a finding that rests on a read-out estimate (where
+  it beat the rules in cross-validation), the knowledge base's rules otherwise and for one whose values are all
+  stated (so a stated row is judged exactly as stage one judges it). Estimates whose side of a threshold implies a
+  finding the decision rejects are withheld (never quoted as numbers), so no quoted number implies a finding the
+  report does not state. The knowledge base then derives the diagnoses.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -64,35 +66,43 @@ class FindingReadout(nn.Module):
         folds: int = 4,
         rules: Tensor | None = None,
         candidates: Sequence[bool] | None = None,
+        groups: Sequence[str] | None = None,
         min_cases: int = 3,
     ) -> int:
         """Fit on training eyes: `inputs` [n, K] standardised values, `targets` [n, F] 0/1 findings. With `rules`
         [n, F] (the rules' calls on the same inputs), a finding keeps the rules unless its classifier's out-of-fold F1
         is higher; one with fewer than `min_cases` positives or negatives always keeps them, as does one outside
-        `candidates` (e.g. a systemic finding, whose values are always stated). Returns how many findings it
-        decides."""
+        `candidates` (e.g. a systemic finding, whose values are always stated). `groups` (e.g. subject ids) keeps
+        a group's eyes in one fold. Returns how many findings it decides."""
+        import warnings
+
         from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
         from sklearn.metrics import f1_score
-        from sklearn.model_selection import StratifiedKFold, cross_val_predict
+        from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
 
+        for buffer in (self.weight, self.bias):
+            buffer.zero_()
+        self.fitted.fill_(False)
+        self.cv_f1.fill_(math.nan)
         x = inputs.double().numpy()
         mean, scale = x.mean(0), x.std(0)
         scale[scale < 1e-12] = 1.0
         standardised = (x - mean) / scale
-        splits = StratifiedKFold(folds, shuffle=True, random_state=0)
+        group_ids = list(groups) if groups is not None else list(range(len(x)))
         for column in range(targets.shape[1]):
             y = targets[:, column].numpy() > 0.5
             if candidates is not None and not candidates[column]:
                 continue
             if min(y.sum(), (~y).sum()) < max(min_cases, folds):
                 continue
-            model = LogisticRegressionCV(  # L2, chosen by accuracy (scikit-learn's defaults, stated)
-                Cs=list(cs), cv=splits, max_iter=3000, l1_ratios=(0,), scoring="accuracy", use_legacy_attributes=True
-            ).fit(standardised, y)
-            coef = model.coef_[0]
+            splits = list(StratifiedGroupKFold(folds, shuffle=True, random_state=0).split(standardised, y, group_ids))
+            with warnings.catch_warnings():  # scikit-learn's announced changes of defaults: the defaults are meant
+                warnings.simplefilter("ignore", FutureWarning)
+                model = LogisticRegressionCV(Cs=list(cs), cv=splits, max_iter=3000).fit(standardised, y)  # L2, accuracy
+            coef = np.ravel(model.coef_)
             self.weight[column] = torch.from_numpy(coef / scale)  # folded: ((x - mean) / scale) @ coef + b
-            self.bias[column] = float(model.intercept_[0] - (mean / scale) @ coef)
-            chosen = LogisticRegression(C=float(model.C_[0]), max_iter=3000)
+            self.bias[column] = float(np.ravel(model.intercept_)[0] - (mean / scale) @ coef)
+            chosen = LogisticRegression(C=float(np.ravel(model.C_)[0]), max_iter=3000)
             held_out = cross_val_predict(chosen, standardised, y, cv=splits)
             classifier = f1_score(y, held_out, zero_division=0.0)
             by_rules = math.nan if rules is None else f1_score(y, rules[:, column].numpy() > 0.5, zero_division=0.0)
@@ -200,7 +210,7 @@ def decided_assessments(
     std: Tensor,
 ) -> list[Decision]:
     """Per sample of a batch ([B, K] values in force, each key's source name, the person's sex): its Decision."""
-    logits = readout(standardised_inputs(values, mean, std))
+    said_yes = (readout(standardised_inputs(values, mean, std)) > 0).tolist()
     fitted = readout.fitted.tolist()
     out = []
     for sample in range(values.shape[0]):
@@ -208,6 +218,6 @@ def decided_assessments(
             k: v for k, v in zip(keys, stated_values(values[sample].tolist()), strict=True) if not math.isnan(v)
         }
         row["sex"] = sexes[sample]
-        said = {f: bool(logits[sample, i] > 0) for i, f in enumerate(decider.finding_ids) if fitted[i]}
+        said = {f: said_yes[sample][i] for i, f in enumerate(decider.finding_ids) if fitted[i]}
         out.append(decider.decide(row, dict(zip(keys, sources[sample], strict=True)), said))
     return out

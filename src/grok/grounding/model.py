@@ -463,11 +463,12 @@ class QuantityGrounding(nn.Module):
         cs: Sequence[float],
         folds: int,
         select: bool = True,
+        groups: Sequence[str] | None = None,
     ) -> int:
         """Fit the finding read-out on training eyes' values in force [n, K] (out-of-fold estimates, stated values;
         the persons' sexes) and their findings [n, F], each finding's classifier kept where it beats the rules on
-        the same values (`select`; else wherever it is fitted); returns how many findings it decides (0 without a
-        finding read-out)."""
+        the same values (`select`; else wherever it is fitted), folds keeping each of `groups` (subjects) whole;
+        returns how many findings it decides (0 without a finding read-out)."""
         if self.finding_readout is None:
             return 0
         keys = self.tokens.keys
@@ -479,7 +480,7 @@ class QuantityGrounding(nn.Module):
         rules = self.decider.rules_calls(rows)
         estimated = {key for keys in self.image_keys.values() for key in keys}
         candidates = [any(b in estimated for b in rule.biomarkers) for rule in self.decider.kb.findings.values()]
-        fitted = self.finding_readout.fit(inputs.cpu(), targets.cpu(), cs, folds, rules, candidates)
+        fitted = self.finding_readout.fit(inputs.cpu(), targets.cpu(), cs, folds, rules, candidates, groups)
         if not select:  # every classifier decides, better than the rules or not
             self.finding_readout.fitted.copy_(~torch.isnan(self.finding_readout.cv_f1[:, 0]))
             fitted = int(self.finding_readout.fitted.sum())
@@ -500,7 +501,9 @@ class QuantityGrounding(nn.Module):
             self.std,
         )
         withheld = torch.tensor(
-            [[key in d.withheld for key in self.tokens.keys] for d in decisions], device=quantities.values.device
+            [[key in d.withheld for key in self.tokens.keys] for d in decisions],
+            dtype=torch.bool,
+            device=quantities.values.device,
         ).reshape(quantities.values.shape)
         values = torch.where(withheld, torch.full_like(quantities.values, math.nan), quantities.values)
         source = torch.where(withheld, SOURCE_CODES["withheld"], quantities.source)

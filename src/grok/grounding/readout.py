@@ -66,16 +66,27 @@ def ridge_maps(x: np.ndarray, y: np.ndarray, alphas: Sequence[float]) -> tuple[n
 
 
 def out_of_fold_estimates(
-    tokens: Tensor, targets: Tensor, alphas: Sequence[float], folds: int, seed: int = 0
+    tokens: Tensor,
+    targets: Tensor,
+    alphas: Sequence[float],
+    folds: int,
+    groups: Sequence[str] | None = None,
+    seed: int = 0,
 ) -> Tensor:
     """[n, K] standardised ridge estimates of each training image from a fit on the other folds (cross-fitting):
-    what the read-out says of an image it was not fitted on, as at inference (in-sample estimates are too good)."""
+    what the read-out says of an image it was not fitted on, as at inference (in-sample estimates are too good).
+    `groups` (e.g. subject ids) keeps a group's images in one fold."""
     x, y = tokens.flatten(1).double().numpy(), targets.double().numpy()
     estimates = np.zeros_like(y)
-    order = np.random.default_rng(seed).permutation(len(x))
-    for fold in range(folds):
-        held = order[fold::folds]
-        kept = np.setdiff1d(order, held)
+    labels = list(groups) if groups is not None else list(range(len(x)))
+    distinct = sorted(set(labels), key=str)
+    order = np.random.default_rng(seed).permutation(len(distinct))
+    fold_of = {distinct[g]: rank % folds for rank, g in enumerate(order)}
+    fold = np.array([fold_of[label] for label in labels])
+    for held_fold in range(folds):
+        held, kept = np.nonzero(fold == held_fold)[0], np.nonzero(fold != held_fold)[0]
+        if not len(held) or not len(kept):
+            continue
         weight, bias = ridge_maps(x[kept], y[kept], alphas)
         estimates[held] = x[held] @ weight.T + bias
     return torch.from_numpy(estimates)

@@ -164,11 +164,34 @@ class ReportRenderer:
         estimates: Sequence[float],
         record_id: str,
     ) -> tuple[str, list[QuotedQuantity]]:
-        """`text` cut at its qualitative section's header, then the writer's findings and conclusion of `decision`."""
+        """`text` cut at its qualitative section's (or conclusion's) header, then the writer's findings and conclusion
+        of `decision`."""
+        parts = self.decided_findings_parts(text, quoted, decision, values, sources, estimates, record_id)
+        kept, written, quoted = parts
+        return (f"{kept}\n{written}" if kept else written), quoted
+
+    @property
+    def section_headers(self) -> tuple[str, ...]:
+        """The headers from which the knowledge base's writer takes over: qualitative findings, conclusion."""
+        if self.writer is None:
+            return ()
+        return tuple(h for key in ("findings_header", "conclusion_header") for h in self.writer.phrases.variants(key))
+
+    def decided_findings_parts(
+        self,
+        text: str,
+        quoted: list[QuotedQuantity],
+        decision: Decision,
+        values: Sequence[float],
+        sources: Sequence[int],
+        estimates: Sequence[float],
+        record_id: str,
+    ) -> tuple[str, str, list[QuotedQuantity]]:
+        """(the generated text kept, the writer's section, every quoted quantity of both, spans in the joined text)."""
         if self.writer is None:
             raise ValueError("rendering decided findings needs the ReportRenderer's knowledge-base writer")
-        headers = [text.find(h) for h in self.writer.phrases.variants("findings_header")]
-        cut = min((h for h in headers if h >= 0), default=len(text))
+        positions = [text.find(h) for h in self.section_headers]
+        cut = min((h for h in positions if h >= 0), default=len(text))
         kept = text[:cut].rstrip()
         quoted = [q for q in quoted if q.end <= len(kept)]
         lines = self.writer.qualitative_lines(
@@ -180,7 +203,7 @@ class ReportRenderer:
         written, more = render_marked(
             "\n".join(lines), self.tokens, self.texts, in_force, names, estimates, self.estimate_marker, offset
         )
-        return (f"{kept}\n{written}" if kept else written), quoted + more
+        return kept, written, quoted + more
 
 
 def render_marked(

@@ -108,10 +108,10 @@ class SectionStop(StoppingCriteria):
 
 
 def section_stops(model: GrokMLLM, tokenizer: Any, renderer: ReportRenderer | None) -> list[StoppingCriteria]:
-    """[SectionStop at the qualitative header] when the knowledge base writes the findings (decided findings)."""
+    """[SectionStop at the qualitative (or conclusion) header] when the knowledge base writes the findings."""
     if renderer is None or renderer.writer is None or model.grounding is None or model.grounding.decider is None:
         return []
-    return [SectionStop(tokenizer, renderer.writer.phrases.variants("findings_header"), model.vocabulary)]
+    return [SectionStop(tokenizer, renderer.section_headers, model.vocabulary)]
 
 
 @torch.no_grad()

@@ -204,7 +204,8 @@ class InstructModule(L.LightningModule):
             findings = [(record.get("facts") or {}).get("findings") for record in dataset.records]
             judged = torch.tensor([[f in (found or ()) for f in grounding.decider.finding_ids] for found in findings])
             judged_rows = torch.tensor([f is not None for f in findings])
-            self.fit_finding_readout(encoded, values, dataset.tables, judged.float(), judged_rows)
+            subjects = [str(r.get("eye_id") or r.get("id")).partition("_")[0] for r in dataset.records]
+            self.fit_finding_readout(encoded, values, dataset.tables, judged.float(), judged_rows, subjects)
 
     def fit_finding_readout(
         self,
@@ -213,12 +214,14 @@ class InstructModule(L.LightningModule):
         tables: Sequence[Mapping[str, Any]],
         findings: torch.Tensor,
         judged: torch.Tensor,
+        subjects: Sequence[str],
     ) -> None:
         """Fit the finding read-out (`grounding.qualitative=finding_readout`) on the training eyes' values in force as
         inference sees them: the ridge read-out's out-of-fold estimates of what the images measure (an image is never
         estimated by a fit that saw it), the table's other (stated) values; the targets are stage one's findings
         (`findings` [R, F] 0/1, on the records `judged` whose facts list them), and each finding's classifier decides
-        only where its cross-validated F1 beats the rules' on the same values."""
+        only where its cross-validated F1 beats the rules' on the same values; every fold keeps a subject's eyes
+        together (`subjects`, per record)."""
         grounding, settings = self.model.grounding, self.grounding_parts.settings
         inputs = values.clone().float()
         has_image = torch.zeros(len(values), dtype=torch.bool)
@@ -229,8 +232,9 @@ class InstructModule(L.LightningModule):
             mean, std = grounding.mean[keys].cpu(), grounding.std[keys].cpu()
             targets = (values[rows][:, keys].float() - mean) / std
             folds = settings.finding_readout_folds
-            if folds >= 2:
-                z = out_of_fold_estimates(tokens.float().cpu(), targets, settings.ridge_alphas, folds)
+            if folds >= 2:  # both eyes of a subject in one fold
+                groups = [subjects[int(row)] for row in rows]
+                z = out_of_fold_estimates(tokens.float().cpu(), targets, settings.ridge_alphas, folds, groups)
             else:
                 z = grounding.ridge_readout[modality](tokens.float().cpu())
             inputs[rows[:, None], keys[None, :]] = grounding.bounded(z.float() * std + mean, keys)
@@ -244,6 +248,7 @@ class InstructModule(L.LightningModule):
             settings.finding_readout_cs,
             settings.finding_readout_cv,
             settings.finding_readout_select,
+            [subject for subject, keep in zip(subjects, used.tolist(), strict=True) if keep],
         )
         log.info("finding read-out fitted on %d training eyes: it decides %d findings", int(used.sum()), decided)
         readout = grounding.finding_readout
@@ -411,8 +416,9 @@ class InstructModule(L.LightningModule):
             raise CheckpointMismatchError(
                 f"{self._checkpoint_name()}: the checkpoint lacks {len(missing)} trainable weight(s) of this model "
                 f"(e.g. {missing[0]}): it was trained with another language-model adaptation or architecture "
-                "(adaptation=lora vs full, adaptation.r, llm.config, fusion); resume with the settings it was trained "
-                "with"
+                "(adaptation=lora vs full, adaptation.r, llm.config, fusion; a checkpoint from before the finding "
+                "read-out lacks model.grounding.finding_readout.*: grounding.qualitative=language_model); resume with "
+                "the settings it was trained with"
             )
         expected, actual = checkpoint.get("grok_frozen_checksum"), frozen_checksum(self.model)
         if expected is not None and not math.isclose(expected, actual, rel_tol=1e-6):

@@ -365,11 +365,12 @@ class ReportEngine:
         quantities = generated.quantities
         results = []
         for index, (case, limit, ids) in enumerate(zip(cases, limits, generated.ids.tolist(), strict=True)):
-            stop = ids.index(self.eos_id) if self.eos_id in ids else None
+            # the end of turn, or the padding after a row stopped at a section header (grok.mllm.generate.SectionStop)
+            stop = next((i for i, token in enumerate(ids) if token in (self.eos_id, self.pad_id)), None)
             content = ids[:stop] if stop is not None else ids
             finish = "stop" if stop is not None and stop < limit else "length"
             content = content[:limit]
-            completion = len(content) + (finish == "stop")
+            completion = len(content) + (finish == "stop" and ids[stop] == self.eos_id)
             grounding = None
             if quantities is None:
                 text = self.tokenizer.decode(content, skip_special_tokens=True).strip()
@@ -379,11 +380,22 @@ class ReportEngine:
                 text, quoted = self.renderer.render(content, *arrays)
                 if q.decisions is not None:  # the knowledge base writes the findings and the conclusion
                     streamed = text
-                    text, quoted = self.renderer.with_decided_findings(
+                    kept, written, quoted = self.renderer.decided_findings_parts(
                         text, quoted, q.decisions[index], *arrays[:2], arrays[4], str(case.item.get("id", index))
                     )
-                    if rows[index] is not None:  # the stream ends with what the writer added
-                        rows[index].emit(text[len(streamed) :] if text.startswith(streamed) else "\n" + text)
+                    text = f"{kept}\n{written}" if kept else written
+                    if rows[index] is not None:
+                        rows[index].emit(_stream_tail(streamed, text, written))
                 grounding = {"source": self.source, "quantities": [entry.as_dict() for entry in quoted]}
             results.append(Generated(text, case.prompt_tokens, completion, finish, grounding))
         return results
+
+
+def _stream_tail(streamed: str, text: str, written: str) -> str:
+    """What a streaming client still needs once the knowledge base's writer has added `written` to the `streamed`
+    text: the rest of `text` when the stream is its beginning, else the writer's section after the header the
+    stream already ends with (nothing sent is repeated)."""
+    if text.startswith(streamed):
+        return text[len(streamed) :]
+    header, _, rest = written.partition("\n")
+    return "\n" + (rest if streamed.rstrip().endswith(header) else written)

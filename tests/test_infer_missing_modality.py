@@ -1,0 +1,74 @@
+"""A modality missing at inference: the prompt loses the image, and nothing of that image is estimated or quoted."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from grok.cli.infer import without_images
+from grok.grounding.config import GroundingSettings, knowledge_base_of, quantity_tokens_of
+from grok.grounding.model import QuantityGrounding
+from grok.grounding.values import SOURCE_CODES, QuantityStatistics
+
+SETTINGS = GroundingSettings()
+KB = knowledge_base_of(SETTINGS)
+TOKENS = quantity_tokens_of(SETTINGS, KB)
+
+
+def _record() -> dict:
+    prompt = "<oct>\n<cfp>\n61-year-old woman, right eye. BP 156/95 mmHg.\nWrite the report."
+    spans = [[0, prompt.index("61"), prompt.index("61") + 2, "q:age_years"]]
+    spans.append([0, prompt.index("156"), prompt.index("156") + 3, "q:sbp_mmhg"])
+    return {
+        "id": "S1_R",
+        "images": {"oct": "oct/S1_R.png", "cfp": "cfp/S1_R.png"},
+        "conversations": [{"from": "human", "value": prompt}, {"from": "gpt", "value": "Quantitative analysis:"}],
+        "quantity_spans": spans,
+    }
+
+
+def test_removing_an_image_drops_its_placeholder_and_keeps_every_span_on_its_number() -> None:
+    record = _record()
+    (oct_only,) = without_images([record], ["cfp"])
+    prompt = oct_only["conversations"][0]["value"]
+    assert oct_only["images"] == {"oct": "oct/S1_R.png"} and prompt.startswith("<oct>\n61-year-old")
+    assert [prompt[start:end] for _, start, end, _ in oct_only["quantity_spans"]] == ["61", "156"]
+    assert record["images"].keys() == {"oct", "cfp"} and record["conversations"][0]["value"].count("<cfp>") == 1
+    (neither,) = without_images([record], ["oct", "cfp"])
+    assert neither["images"] == {} and neither["conversations"][0]["value"].startswith("61-year-old")
+    with pytest.raises(ValueError, match="unknown modality"):
+        without_images([record], ["fundus"])
+
+
+def test_without_its_image_a_modality_is_neither_estimated_nor_decided_from_estimates() -> None:
+    k = len(TOKENS.keys)
+    grounding = QuantityGrounding(
+        TOKENS, QuantityStatistics(np.zeros(k), np.ones(k)), torch.arange(100, 100 + len(TOKENS.symbols)), 16,
+        findings_kb=KB,
+    )  # fmt: skip
+    grounding.finding_readout.fitted.fill_(True)
+    grounding.finding_readout.bias.fill_(5.0)  # would say yes to every finding it decides
+    oct_tokens = torch.zeros(1, 4, 16)
+    estimates = grounding.estimate({"oct": (oct_tokens, torch.tensor([0]))}, 1, torch.device("cpu"))
+    cfp_columns = [TOKENS.key_index[key] for key in TOKENS.image_keys["cfp"]]
+    assert torch.isnan(estimates[0, cfp_columns]).all() and not torch.isnan(
+        estimates[0, TOKENS.key_index["rnfl_avg_um"]]
+    )
+    values = torch.full((1, k), math.nan)
+    values[0, TOKENS.key_index["age_years"]] = 60.0
+    batch = {
+        "quantity_values": values,
+        "quantity_stated": ~torch.isnan(values),
+        "quantity_low": torch.full((1, k), math.nan),
+        "quantity_high": torch.full((1, k), math.nan),
+        "quantity_sex": ["F"],
+    }
+    resolved = grounding.resolve(batch, estimates, "auto")
+    assert (resolved.source[0, cfp_columns] == SOURCE_CODES["missing"]).all()
+    decided = set(resolved.decisions[0].assessment.finding_ids)
+    cfp_findings = {f for f, rule in KB.findings.items() if set(rule.biomarkers) <= set(TOKENS.image_keys["cfp"])}
+    assert cfp_findings and not decided & cfp_findings  # the classifiers' yes is never asked for them
+    assert decided  # while the OCT findings, resting on estimates, are the classifiers' (all yes here)
