@@ -251,3 +251,28 @@ def test_a_streaming_client_gets_the_writers_section_once_whatever_the_model_str
         assert received.count("Quantitative analysis:") == 1 and received.count("- Drusen (mild)") == 1
         assert received.count("Qualitative findings:") == 1 and received.endswith("Conclusion: AMD.")
     assert f"{kept}\nQualitative findings:" + _stream_tail(f"{kept}\nQualitative findings:", text, written) == text
+
+
+def test_modality_dropout_fits_on_a_copy_of_every_eye_per_image_with_its_estimates_missing(monkeypatch) -> None:
+    grounding = _grounding()
+    seen = {}
+
+    def capture(self, inputs, targets, cs, folds, rules, candidates, groups):
+        seen.update(inputs=inputs, targets=targets, groups=groups)
+        return 0
+
+    monkeypatch.setattr(FindingReadout, "fit", capture)
+    row = {**HEALTHY, **_image_values()}
+    values = torch.tensor([[row.get(key, math.nan) for key in TOKENS.keys]] * 3, dtype=torch.float32)
+    targets = torch.eye(3, len(KB.findings))
+    grounding.fit_finding_readout(values, ["F"] * 3, targets, [1.0], 2, groups=["a", "a", "b"], modality_dropout=True)
+    inputs = seen["inputs"]
+    assert inputs.shape[0] == 9 and torch.equal(seen["targets"], targets.repeat(3, 1))
+    assert seen["groups"] == ["a", "a", "b"] * 3  # a subject's copies stay in its folds
+    for copy, modality in ((1, "oct"), (2, "cfp")):
+        columns = [TOKENS.key_index[key] for key in TOKENS.image_keys[modality]]
+        other = [TOKENS.key_index[key] for key in TOKENS.image_keys["cfp" if modality == "oct" else "oct"]]
+        block = inputs[3 * copy : 3 * copy + 3]
+        assert (block[:, columns] == 0).all() and (block[:, other] != 0).any()  # missing: the training mean
+    grounding.fit_finding_readout(values, ["F"] * 3, targets, [1.0], 2)
+    assert seen["inputs"].shape[0] == 3  # off by default

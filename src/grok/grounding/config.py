@@ -41,6 +41,7 @@ class GroundingSettings:
     finding_readout_folds: int = 5
     finding_readout_cv: int = 4
     finding_readout_select: bool = True
+    finding_readout_modality_dropout: bool = False
     preamble: bool = True
     estimate_marker: str = "≈"
     forbid_digits: bool = True

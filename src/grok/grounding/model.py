@@ -464,13 +464,24 @@ class QuantityGrounding(nn.Module):
         folds: int,
         select: bool = True,
         groups: Sequence[str] | None = None,
+        modality_dropout: bool = False,
     ) -> int:
         """Fit the finding read-out on training eyes' values in force [n, K] (out-of-fold estimates, stated values;
         the persons' sexes) and their findings [n, F], each finding's classifier kept where it beats the rules on
         the same values (`select`; else wherever it is fitted), folds keeping each of `groups` (subjects) whole;
-        returns how many findings it decides (0 without a finding read-out)."""
+        with `modality_dropout`, also on a copy of every eye per image with that image's estimates missing (as
+        when it is absent at inference). Returns how many findings it decides (0 without a finding read-out)."""
         if self.finding_readout is None:
             return 0
+        if modality_dropout:
+            copies, group_ids = [values], list(groups) if groups is not None else [str(i) for i in range(len(values))]
+            for modality in self.image_keys:
+                absent = values.clone()
+                absent[:, getattr(self, f"{modality}_keys").cpu()] = math.nan
+                copies.append(absent)
+            repeat = len(copies)
+            values, targets = torch.cat(copies), targets.repeat(repeat, 1)
+            sexes, groups = list(sexes) * repeat, group_ids * repeat  # a subject's copies share its folds
         keys = self.tokens.keys
         rows = [
             {**{k: v for k, v in zip(keys, stated_values(row), strict=True) if not math.isnan(v)}, "sex": sex}

@@ -249,6 +249,7 @@ class InstructModule(L.LightningModule):
             settings.finding_readout_cv,
             settings.finding_readout_select,
             [subject for subject, keep in zip(subjects, used.tolist(), strict=True) if keep],
+            settings.finding_readout_modality_dropout,
         )
         log.info("finding read-out fitted on %d training eyes: it decides %d findings", int(used.sum()), decided)
         readout = grounding.finding_readout
