@@ -49,8 +49,9 @@ class QuantityTable:
 
 
 def stated_values(values: Iterable[float]) -> list[float]:
-    """Float32 values (a value table's) as the decimals they stand for: 0.7 stays 0.7, not 0.699999988, so a value
-    the report writes as "0.70" meets the knowledge base's "at least 0.7" exactly as the text reads (NaN kept)."""
+    """Float32 values (a value table's) as the shortest decimals they stand for: 0.7 stays 0.7, not 0.699999988, so
+    a read-out estimate (already rounded to the decimals a report writes) meets the knowledge base's "at least 0.7"
+    exactly as its text "0.70" reads (NaN kept). A stated input keeps its own decimals."""
     return [float(str(np.float32(v))) for v in values]
 
 
