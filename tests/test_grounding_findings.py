@@ -219,7 +219,8 @@ def test_the_renderer_keeps_the_generated_quantitative_section_and_writes_the_de
     values = [row.get(key, math.nan) for key in TOKENS.keys]
     sources = [SOURCE_CODES["input" if key in HEALTHY else "readout"] for key in TOKENS.keys]
     generated = "Quantitative analysis:\n- VCDR ≈0.75.\nQualitative findings:\n- None (the LM's own judgement)."
-    text, quoted = renderer.with_decided_findings(generated, [], decision, values, sources, values, "eye")
+    text, quoted, written = renderer.with_decided_findings(generated, [], decision, values, sources, values, "eye")
+    assert text.endswith(written) and written.startswith("Qualitative findings:\n")
     assert text.startswith("Quantitative analysis:\n- VCDR ≈0.75.\nQualitative findings:\n")
     assert "the LM's own judgement" not in text and "Glaucoma" in text.split("Conclusion:")[1].title()
     for q in quoted:  # every number the writer added stands where its span says

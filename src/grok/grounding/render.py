@@ -152,7 +152,15 @@ class ReportRenderer:
         ]
         if decision is None:
             return stripped, moved
-        return self.with_decided_findings(stripped, moved, decision, values, sources, estimates, record_id)
+        text, quoted, _ = self.with_decided_findings(stripped, moved, decision, values, sources, estimates, record_id)
+        return text, quoted
+
+    @property
+    def section_headers(self) -> tuple[str, ...]:
+        """The headers from which the knowledge base's writer takes over: qualitative findings, conclusion."""
+        if self.writer is None:
+            return ()
+        return tuple(h for key in ("findings_header", "conclusion_header") for h in self.writer.phrases.variants(key))
 
     def with_decided_findings(
         self,
@@ -163,31 +171,9 @@ class ReportRenderer:
         sources: Sequence[int],
         estimates: Sequence[float],
         record_id: str,
-    ) -> tuple[str, list[QuotedQuantity]]:
+    ) -> tuple[str, list[QuotedQuantity], str]:
         """`text` cut at its qualitative section's (or conclusion's) header, then the writer's findings and conclusion
-        of `decision`."""
-        parts = self.decided_findings_parts(text, quoted, decision, values, sources, estimates, record_id)
-        kept, written, quoted = parts
-        return (f"{kept}\n{written}" if kept else written), quoted
-
-    @property
-    def section_headers(self) -> tuple[str, ...]:
-        """The headers from which the knowledge base's writer takes over: qualitative findings, conclusion."""
-        if self.writer is None:
-            return ()
-        return tuple(h for key in ("findings_header", "conclusion_header") for h in self.writer.phrases.variants(key))
-
-    def decided_findings_parts(
-        self,
-        text: str,
-        quoted: list[QuotedQuantity],
-        decision: Decision,
-        values: Sequence[float],
-        sources: Sequence[int],
-        estimates: Sequence[float],
-        record_id: str,
-    ) -> tuple[str, str, list[QuotedQuantity]]:
-        """(the generated text kept, the writer's section, every quoted quantity of both, spans in the joined text)."""
+        of `decision`: (the joined text, every quoted quantity of both with its span in it, the writer's section)."""
         if self.writer is None:
             raise ValueError("rendering decided findings needs the ReportRenderer's knowledge-base writer")
         positions = [text.find(h) for h in self.section_headers]
@@ -203,7 +189,7 @@ class ReportRenderer:
         written, more = render_marked(
             "\n".join(lines), self.tokens, self.texts, in_force, names, estimates, self.estimate_marker, offset
         )
-        return kept, written, quoted + more
+        return (f"{kept}\n{written}" if kept else written), quoted + more, written
 
 
 def render_marked(

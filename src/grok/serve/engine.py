@@ -380,10 +380,9 @@ class ReportEngine:
                 text, quoted = self.renderer.render(content, *arrays)
                 if q.decisions is not None:  # the knowledge base writes the findings and the conclusion
                     streamed = text
-                    kept, written, quoted = self.renderer.decided_findings_parts(
+                    text, quoted, written = self.renderer.with_decided_findings(
                         text, quoted, q.decisions[index], *arrays[:2], arrays[4], str(case.item.get("id", index))
                     )
-                    text = f"{kept}\n{written}" if kept else written
                     if rows[index] is not None:
                         rows[index].emit(_stream_tail(streamed, text, written))
                 grounding = {"source": self.source, "quantities": [entry.as_dict() for entry in quoted]}
