@@ -2,11 +2,12 @@
 
     .venv/bin/grok-synth output_dir=<dir> options.oct_volume.enabled=true options.oct_volume.formats=[tiff]
     .venv/bin/python experiments/align/volume_slices_probe.py --dataset <dir> \
-        --encoder artifacts/align/oct_encoder.safetensors [--slices 1 7 25]
+        --encoder artifacts/align/oct_encoder.safetensors [--slices central 7 25 9-15]
 
 Encodes every slice of every eye's volume with the frozen stage-two OCT export (preprocessing as `conf/mllm.yaml`'s
 `oct_encoder.transform`), takes the pooled embedding of the slices `data.oct_slices` would pick (1 = the central
-B-scan, k = k evenly spaced), concatenates them in slice order, and prints the cross-validated R^2 of a ridge
+B-scan, k = k evenly spaced, a-b = the adjacent slices a to b: a control that averages as many slices without
+looking further off-axis), concatenates them in slice order, and prints the cross-validated R^2 of a ridge
 regression for each ETDRS subfield (5 folds, a subject's two eyes in one fold). No trainable slice aggregator: this
 measures what the frozen features of more slices add, the ceiling a linear read-out can reach from them. Writes nothing.
 """
@@ -70,11 +71,21 @@ def subfield_r2(features: np.ndarray, table: pd.DataFrame, folds: int = 5) -> di
     return scores
 
 
+def parse_selection(spec: str) -> object:
+    """A `--slices` entry as `select_slices` takes it: 'central', an int k, or 'a-b' as the list [a, ..., b]."""
+    if spec == "central":
+        return spec
+    if "-" in spec:
+        first, last = (int(part) for part in spec.split("-"))
+        return list(range(first, last + 1))
+    return int(spec)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", type=Path, required=True, help="a SynthEye folder written with oct_volume")
     parser.add_argument("--encoder", type=Path, required=True, help="stage two's oct_encoder.safetensors")
-    parser.add_argument("--slices", type=int, nargs="+", default=[1, 7, 25], help="slice counts (1: central)")
+    parser.add_argument("--slices", nargs="+", default=["central", "7", "25"], help="central, k, or a-b")
     parser.add_argument("--family", default="tiny", help="preprocessing family of the encoder")
     parser.add_argument("--image-size", type=int, default=64, help="encoder input size")
     args = parser.parse_args()
@@ -86,10 +97,10 @@ def main() -> None:
     print(f"{len(table)} eyes, volumes of {count} slices, {embeddings.shape[2]}-d pooled embeddings per slice")
     names = " | ".join(column.removeprefix("macula_").removesuffix("_um") for column in SUBFIELDS)
     print(f"| slices | {names} |")
-    for k in args.slices:
-        chosen = select_slices(count, "central" if k == 1 else k)
+    for spec in args.slices:
+        chosen = select_slices(count, parse_selection(spec))
         scores = subfield_r2(embeddings[:, chosen].reshape(len(table), -1), table)
-        print(f"| {k} | " + " | ".join(f"{scores[column]:.3f}" for column in SUBFIELDS) + " |", flush=True)
+        print(f"| {spec} | " + " | ".join(f"{scores[column]:.3f}" for column in SUBFIELDS) + " |", flush=True)
 
 
 if __name__ == "__main__":
