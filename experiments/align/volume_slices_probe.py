@@ -4,9 +4,9 @@
     .venv/bin/python experiments/align/volume_slices_probe.py --dataset <dir> \
         --encoder artifacts/align/oct_encoder.safetensors [--slices central 7 25 9-15]
 
-Encodes every slice of every eye's volume with the frozen stage-two OCT export (preprocessing as `conf/mllm.yaml`'s
-`oct_encoder.transform`), takes the pooled embedding of the slices `data.oct_slices` would pick (1 = the central
-B-scan, k = k evenly spaced, a-b = the adjacent slices a to b: a control that averages as many slices without
+Encodes every slice of every eye's volume with the frozen stage-two OCT export (preprocessed from the export's
+settings, as stage three does), takes the pooled embedding of the slices `data.oct_slices` would pick (central = the
+foveal B-scan, k = k evenly spaced, a-b = the adjacent slices a to b: a control that averages as many slices without
 looking further off-axis), concatenates them in slice order, and prints the cross-validated R^2 of a ridge
 regression for each ETDRS subfield (5 folds, a subject's two eyes in one fold). No trainable slice aggregator: this
 measures what the frozen features of more slices add, the ceiling a linear read-out can reach from them. Writes nothing.
@@ -28,7 +28,7 @@ from sklearn.model_selection import GroupKFold, cross_val_predict
 from grok.data.io import read_oct_volume, select_slices
 from grok.data.table import read_table
 from grok.data.transforms import build_transform
-from grok.mllm.encoders import build_oct_encoder
+from grok.mllm.encoders import build_oct_encoder, transform_settings
 
 SUBFIELDS = tuple(
     f"macula_{name}_um"
@@ -86,13 +86,12 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, required=True, help="a SynthEye folder written with oct_volume")
     parser.add_argument("--encoder", type=Path, required=True, help="stage two's oct_encoder.safetensors")
     parser.add_argument("--slices", nargs="+", default=["central", "7", "25"], help="central, k, or a-b")
-    parser.add_argument("--family", default="tiny", help="preprocessing family of the encoder")
-    parser.add_argument("--image-size", type=int, default=64, help="encoder input size")
     args = parser.parse_args()
 
     table = read_table(args.dataset / "biomarkers.parquet")
     encoder = build_oct_encoder(str(args.encoder)).eval()
-    embeddings = slice_embeddings(table, args.dataset, encoder, build_transform(args.family, "oct", args.image_size))
+    transform = build_transform(modality="oct", **transform_settings(encoder, "oct"))
+    embeddings = slice_embeddings(table, args.dataset, encoder, transform)
     count = embeddings.shape[1]
     print(f"{len(table)} eyes, volumes of {count} slices, {embeddings.shape[2]}-d pooled embeddings per slice")
     names = " | ".join(column.removeprefix("macula_").removesuffix("_um") for column in SUBFIELDS)
