@@ -164,6 +164,21 @@ def test_rendering_writes_units_decimals_the_estimate_marker_and_the_persons_ran
     assert renderer.render(ids, *arrays, estimates.tolist())[0].startswith("CST 300 µm (normal 220–310 µm)")
 
 
+def test_a_quantity_of_an_absent_image_is_written_not_assessed_never_a_number(tokenizer) -> None:
+    renderer = ReportRenderer(tokenizer, TOKENS, KB)
+    text = "Quantitative analysis:\n- CST: <q:macula_central_um> µm, normal (normal <lo:macula_central_um>–<hi:macula_central_um> µm).\n- VCDR: <q:cup_disc_ratio>, normal."  # noqa: E501
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    resolved = _resolved({"macula_central_um": 300.0, "cup_disc_ratio": 0.6})
+    resolved.source[0, COLUMN["macula_central_um"]] = SOURCE_CODES["absent"]  # the value is ignored: no OCT image
+    arrays = [t[0].tolist() for t in (resolved.values, resolved.source, resolved.low, resolved.high)]
+    text, quoted = renderer.render(ids, *arrays, [math.nan] * K)
+    label = KB.schema.biomarkers["macula_central_um"].label
+    # the whole line is rewritten: no unit, status word or range describes the unmeasured value
+    assert text == f"Quantitative analysis:\n- {label}: not assessed (no image).\n- VCDR: 0.60, normal."
+    assert [q.source for q in quoted] == ["absent", "input"]
+    assert [text[q.start : q.end] for q in quoted] == ["not assessed", "0.60"]
+
+
 def test_a_free_text_prompt_is_read_as_quantities(tokenizer) -> None:
     from grok.bench.vocabulary import build_vocabulary
 

@@ -164,9 +164,9 @@ def test_every_task_builds_a_conversation_with_image_placeholders_and_patient_co
         assert re.search(r"drusen count (of )?6\b", turns[1]["value"])
 
 
-def test_missing_image_drops_its_placeholder():
+def test_missing_image_drops_its_placeholder_and_the_prompt_says_it_is_missing():
     assessment = evaluate_row(normal_row(KB), KB)
     case = EyeCase("S1_L", "L", {"cfp": "cfp/a.png"}, ("Normal",), assessment, conclude(assessment, ["Normal"]))
     turns = strip_conversation(BUILDER.conversation("report", case, "narrative", random.Random(0)))[0]
-    assert turns[0]["value"].startswith("<cfp>\n") and "<oct>" not in turns[0]["value"]
+    assert turns[0]["value"].startswith("No OCT image.\n<cfp>\n") and "<oct>" not in turns[0]["value"]
     assert "single-paragraph" in turns[0]["value"]

@@ -34,6 +34,7 @@ def mean_loss(module, records: list[dict], image_root: Path, transforms, cfg, ba
         transforms,
         system_prompt=cfg.get("system_prompt"),
         max_length=cfg.data.max_length,
+        oct_slices=cfg.data.get("oct_slices"),
     )
     collate = InstructCollator(module.tokenizer.pad_token_id, "right")
     total, tokens = 0.0, 0

@@ -47,6 +47,7 @@ def eye_dataset(module, cfg, instructions_dir: Path, split: str) -> InstructionD
         system_prompt=cfg.get("system_prompt"),
         max_length=cfg.data.max_length,
         grounding=conversation_grounding(cfg.model.grounding),
+        oct_slices=cfg.data.get("oct_slices"),
     )
 
 

@@ -21,10 +21,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler, default_collate
 
 from grok.align.augment import OCTSpeckle
-from grok.data.io import read_oct
+from grok.data.io import read_oct, read_oct_volume
 from grok.data.splits import DEFAULT_FRACTIONS, split_of
 from grok.data.table import read_table
 from grok.data.transforms import build_transform
+from grok.models.slices import slice_spec
 from grok.models.tabular import TabularPreprocessor, resolve_features, scarf_corrupt
 from grok.schema import load_schema, parse_labels
 from grok.utils.train import derived_seed, seeded
@@ -51,7 +52,8 @@ class EpochShuffle(RandomSampler):
 
 
 class PairedOCTTableDataset(Dataset):
-    """One item per eye: the OCT image tensor, its preprocessed biomarker row, multi-hot labels and probe targets."""
+    """One item per eye: the OCT image tensor ([3, H, W], or [S, 3, H, W], the B-scans `oct_slices` picks from the
+    eye's volume), its preprocessed biomarker row, multi-hot labels and probe targets."""
 
     def __init__(
         self,
@@ -62,8 +64,10 @@ class PairedOCTTableDataset(Dataset):
         speckle: OCTSpeckle | None = None,
         cache_images: bool = False,
         seed: int = 0,
+        oct_slices: object = None,
     ) -> None:
         self.table = table.reset_index(drop=True)
+        self.oct_slices = slice_spec(oct_slices)
         self.numeric = torch.from_numpy(arrays["numeric"])
         self.missing = torch.from_numpy(arrays["missing"])
         self.categorical = torch.from_numpy(arrays["categorical"])
@@ -77,10 +81,14 @@ class PairedOCTTableDataset(Dataset):
     def __len__(self) -> int:
         return len(self.image_paths)
 
-    def _image(self, index: int) -> Image.Image:
+    def _image(self, index: int) -> Image.Image | list[Image.Image]:
         if self.cache is not None and index in self.cache:
             return self.cache[index]
-        image = read_oct(self.image_paths[index])
+        path = self.image_paths[index]
+        if self.oct_slices is None:
+            image = read_oct(path)
+        else:  # a volume's chosen B-scans
+            image = [Image.fromarray(scan) for scan in read_oct_volume(path, self.oct_slices)]
         if self.cache is not None:
             self.cache[index] = image
         return image
@@ -92,9 +100,11 @@ class PairedOCTTableDataset(Dataset):
         draw = None if epoch is None else derived_seed(self.seed, "item", epoch, index)
         with seeded(draw):
             image = self._image(index)
+            scans = image if isinstance(image, list) else [image]
             if self.speckle is not None:
-                image = self.speckle(image)
-            image = self.transform(image)
+                scans = [self.speckle(scan) for scan in scans]
+            scans = [self.transform(scan) for scan in scans]
+            image = torch.stack(scans) if isinstance(image, list) else scans[0]
         item = {
             "image": image,
             "numeric": self.numeric[index],
@@ -163,8 +173,10 @@ class AlignDataModule(L.LightningDataModule):
         validate_table: bool = True,
         check_images: bool = True,
         seed: int = 0,
+        oct_slices: object = None,
     ) -> None:
         super().__init__()
+        self.oct_slices = slice_spec(oct_slices)
         self.table_path = Path(table_path)
         self.validate_table, self.check_images = validate_table, check_images
         self.image_root = Path(image_root) if image_root else self.table_path.parent
@@ -230,6 +242,7 @@ class AlignDataModule(L.LightningDataModule):
                 speckle=speckle,
                 cache_images=self.cache_images,
                 seed=self.seed,
+                oct_slices=self.oct_slices,
             )
         log.info("align data: %s", {name: len(dataset) for name, dataset in self.datasets.items()})
         if len(self.datasets["train"]) < self.batch_size:

@@ -27,6 +27,7 @@ from grok.align.metrics import (
     similarity_matrix,
 )
 from grok.models.encoders import RetinaViT
+from grok.models.slices import slice_count
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class AlignModule(L.LightningModule):
         collapse_threshold: float = 0.05,
         retrieval_ks: tuple[int, ...] = (1, 5, 10),
         warmup_ratio: float = 0.0,
+        oct_slices: Any = None,
+        slice_aggregator: Callable[..., nn.Module] | None = None,
     ) -> None:
         super().__init__()
         # No save_hyperparameters: the composed Hydra config is the record (logged by the runner, kept in .hydra/),
@@ -65,6 +68,14 @@ class AlignModule(L.LightningModule):
         self.tabular_encoder = tabular_encoder
         self.image_projection = image_projection(in_dim=self.image_encoder.embed_dim)
         self.table_projection = table_projection(in_dim=tabular_encoder.out_dim)
+        num_slices = slice_count(oct_slices)
+        if num_slices is not None and slice_aggregator is None:
+            raise ValueError("data.oct_slices is set but model.slice_aggregator is null: the volumes need one")
+        # volumes: each B-scan encoded alone, their pooled embeddings pooled over the slices (not exported: stage three
+        # trains its own aggregator on the exported per-slice encoder)
+        self.slice_aggregator = (
+            slice_aggregator(dim=self.image_encoder.embed_dim, num_slices=num_slices) if num_slices else None
+        )
         self.loss = loss
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.layer_decay = layer_decay
@@ -79,10 +90,20 @@ class AlignModule(L.LightningModule):
 
     # ------------------------------------------------------------------ forward
     def embed(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        """(pooled image features, image projections, table projections) of a batch; projections unnormalised."""
-        pooled = self.image_encoder.encode(batch["image"]).pooled
+        """(pooled image features, image projections, table projections) of a batch; projections unnormalised.
+        A volume batch [n, S, 3, H, W] is encoded slice by slice and pooled over its slices."""
+        pooled = self.pooled_image(batch["image"])
         table = self.tabular_encoder(batch["numeric"], batch["missing"], batch["categorical"])
         return pooled, self.image_projection(pooled), self.table_projection(table)
+
+    def pooled_image(self, image: Tensor) -> Tensor:
+        """[n, D] pooled embeddings of images [n, 3, H, W] or volumes [n, S, 3, H, W] (via the slice aggregator)."""
+        if image.dim() == 4:
+            return self.image_encoder.encode(image).pooled
+        if self.slice_aggregator is None:
+            raise ValueError("OCT volumes in the batch ([n, S, 3, H, W]) but data.oct_slices is null")
+        pooled = self.image_encoder.encode(image.flatten(0, 1)).pooled.view(*image.shape[:2], 1, -1)
+        return self.slice_aggregator(pooled)[:, 0]
 
     def training_step(self, batch: Mapping[str, Tensor], batch_index: int) -> Tensor:
         _, image_projection, table_projection = self.embed(batch)
@@ -187,7 +208,7 @@ class AlignModule(L.LightningModule):
         for batch in loader:
             images = batch["image"].to(self.device)
             with self.trainer.precision_plugin.forward_context():
-                pooled.append(self.image_encoder.encode(images).pooled.float().cpu())
+                pooled.append(self.pooled_image(images).float().cpu())
             labels.append(batch["labels"])
             targets.append(batch["targets"])
         self.image_encoder.train(was_training)

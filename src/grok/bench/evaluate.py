@@ -10,6 +10,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from grok.bench.absent import image_keys_of
 from grok.bench.baselines import majority_baseline, oracle_baseline, shuffled_baseline
 from grok.bench.clinical import ClinicalScorer
 from grok.bench.facts import with_table_facts
@@ -70,6 +71,7 @@ def build_benchmark(cfg: DictConfig, references: list[Reference], kb: KnowledgeB
         bootstrap_resamples=cfg.bootstrap.resamples,
         seed=cfg.seed,
         judge=instantiate(cfg.judge) if cfg.get("judge") else None,
+        image_keys=image_keys_of(schema, cfg.get("image_modalities")),
     )
 
 
@@ -83,6 +85,19 @@ def _input_reliance(benchmark: GOUBenchmark, other: Path, ids: list[str], own: l
     aligned = load_predictions(other, benchmark.schema.label_names).aligned(ids)
     swapped = [list(parse_diagnosis(AnalysedText(p.text, benchmark.vocabulary)).labels) for p in aligned]
     return {**input_reliance(own, swapped), "file": str(other)}
+
+
+def _unique_model_name(model: str, path: Path, taken: set[str]) -> str:
+    """`model`, or the file's name when an earlier file of this run has that model name (grok-infer writes one model
+    name in `<model>_test.jsonl` and `<model>_test_no_cfp.jsonl`), so neither's results overwrite the other's."""
+    if model not in taken:
+        return model
+    name = candidate = path.name.removesuffix(".jsonl")
+    index = 2
+    while candidate in taken:
+        candidate, index = f"{name}_{index}", index + 1
+    log.warning("%s: model name %r is already taken by an earlier file; scored as %r", path, model, candidate)
+    return candidate
 
 
 def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
@@ -101,7 +116,8 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
             cfg.predictions_glob,
         )
     for path in files:
-        loaded = load_predictions(path, benchmark.schema.label_names)
+        loaded = load_predictions(path, benchmark.schema.label_names, images=list(benchmark.image_keys))
+        loaded.model = _unique_model_name(loaded.model, path, {r.model for r in results})
         aligned = loaded.aligned(ids)
         for issue in loaded.issues[:20]:
             log.warning("%s", issue)

@@ -1,13 +1,15 @@
 """Predictions JSONL (`{"id", "prediction", "model", "scores"}`): loading, validation and alignment to references.
 
 Problems never stop the benchmark and are never silent: each is recorded with file and line, and every reference id
-without a usable prediction is scored as a failure (empty report), never dropped.
+without a usable prediction is scored as a failure (empty report), never dropped. The one exception is a bad
+`images_absent` (the images a report was written without): ignoring it would report a wrong absent-image count, so it
+stops grok-eval, naming file, line, id, field and value.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,8 @@ from grok.utils.errors import InputError
 
 
 class PredictionsFileError(InputError):
-    """A predictions file is missing, a folder, or holds no usable prediction record (e.g. a CSV or a binary file)."""
+    """A predictions file is missing, a folder, holds no usable prediction record (e.g. a CSV or a binary file), or a
+    record whose `images_absent` is not a list of known images."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class Prediction:
     text: str
     scores: Mapping[str, float] | None = None
     grounding: Mapping[str, Any] | None = None  # GROK's quoted quantities ({"source", "quantities"}), when given
+    images_absent: tuple[str, ...] | None = None  # the images the report was written without ("oct", "cfp"), if any
 
 
 @dataclass(frozen=True)
@@ -85,14 +89,21 @@ def _scores(raw: object, label_names: Sequence[str]) -> Mapping[str, float] | No
     return {label: float(raw[label]) for label in label_names}
 
 
-def load_predictions(path: str | Path, label_names: Sequence[str], model: str | None = None) -> PredictionSet:
+def load_predictions(
+    path: str | Path,
+    label_names: Sequence[str],
+    model: str | None = None,
+    images: Collection[str] | None = None,
+) -> PredictionSet:
     """Read a predictions JSONL file, validating every line.
 
     Lines that are not UTF-8, not JSON objects, lack an `id`, or carry an empty `prediction` are recorded as issues
     and skipped (their eye then counts as a failure); a duplicated id keeps the first record. A file without a single
     usable record (empty, or not JSONL at all: a CSV, a binary file) raises PredictionsFileError naming its first
     problem. The model name is the `model` argument, else the records' `model` field, else the file name without
-    `_test.jsonl`.
+    `_test.jsonl`. `images`: the image names an `images_absent` field may list (grok-eval: the keys of its
+    `image_modalities`); a record's field that is not a list of them raises PredictionsFileError; None: the field is
+    not read.
     """
     path = Path(path)
     if path.is_dir():
@@ -103,7 +114,7 @@ def load_predictions(path: str | Path, label_names: Sequence[str], model: str | 
     models: list[str] = []
     with open(path, "rb") as handle:
         for number, raw_line in enumerate(handle, start=1):
-            issue = _read_line(raw_line, number, result, label_names, models)
+            issue = _read_line(raw_line, number, result, label_names, models, images)
             if issue is not None:
                 result.issues.append(issue)
     if not result.model:
@@ -122,8 +133,33 @@ def _no_records_message(path: Path, issues: Sequence[PredictionIssue]) -> str:
     return f"{issues[0]}{more}: no usable prediction record in the file; {expected}"
 
 
+def _images_absent(
+    record: Mapping[str, Any], images: Collection[str] | None, file: str, number: int
+) -> tuple[str, ...] | None:
+    """The record's `images_absent` (sorted, without repeats; None when absent, null or empty); PredictionsFileError
+    naming file, line, id, field and value when it is not a list of `images`."""
+    value = record.get("images_absent")
+    if images is None or value is None or value == []:
+        return None
+    if not isinstance(value, list) or any(not isinstance(v, str) or v not in images for v in value):
+        issue = PredictionIssue(
+            file,
+            number,
+            "bad_images_absent",
+            f"{record['id']!r}: field 'images_absent': {value!r}: expected a list of the images the report was "
+            f"written without, among {sorted(images)}",
+        )
+        raise PredictionsFileError(str(issue))
+    return tuple(sorted(set(value)))
+
+
 def _read_line(
-    raw_line: bytes, number: int, result: PredictionSet, label_names: Sequence[str], models: list[str]
+    raw_line: bytes,
+    number: int,
+    result: PredictionSet,
+    label_names: Sequence[str],
+    models: list[str],
+    images: Collection[str] | None = None,
 ) -> PredictionIssue | None:
     file = result.path
     if not raw_line.strip():
@@ -146,15 +182,16 @@ def _read_line(
         return PredictionIssue(file, number, "empty_text", f"{record_id!r}: 'prediction' is missing or empty")
     if record_id in result.by_id:
         return PredictionIssue(file, number, "duplicate_id", f"{record_id!r} seen before; the first record is kept")
+    images_absent = _images_absent(record, images, file, number)
     scores = None
     if record.get("scores") is not None:
         try:
             scores = _scores(record["scores"], label_names)
         except (ValueError, TypeError) as error:
-            result.by_id[record_id] = Prediction(record_id, text)
+            result.by_id[record_id] = Prediction(record_id, text, images_absent=images_absent)
             return PredictionIssue(file, number, "bad_scores", f"{record_id!r}: {error}; scores ignored")
     if isinstance(record.get("model"), str):
         models.append(record["model"])
     grounding = record.get("grounding") if isinstance(record.get("grounding"), dict) else None
-    result.by_id[record_id] = Prediction(record_id, text, scores, grounding)
+    result.by_id[record_id] = Prediction(record_id, text, scores, grounding, images_absent)
     return None

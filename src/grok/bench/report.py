@@ -35,6 +35,9 @@ ROWS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("Grounding", "Quoted values correct: read-out", ("grounding", "quotes_by_source", "readout", "accuracy")),
     ("Grounding", "Quoted values correct: KB ranges", ("grounding", "quotes_by_source", "knowledge_base", "accuracy")),
     ("Grounding", "Diagnosis changed with another eye's images", ("input_reliance", "changed")),
+    ("Absent image", "Reports written without an image", ("absent_image", "reports")),
+    ("Absent image", "Values stated for the absent image (target 0)", ("absent_image", "quantities_stated")),
+    ("Absent image", "Reports stating such a value (target 0)", ("absent_image", "reports_stating")),
     ("Rubric", "Deterministic rubric total (/100)", ("rubric", "total")),
     *(("Rubric", name, ("rubric", name)) for name in DIMENSIONS),
     ("Judge", "LLM rubric total (/100)", ("judge", "rubric", "total")),
@@ -95,6 +98,12 @@ def markdown_table(results: Sequence[ModelScores]) -> str:
         notes.append(
             "- Diagnosis changed with another eye's images: each test eye's report written again with the images of "
             "an eye of another label (grok-infer images_from=other_eye); the baselines never read images (0)."
+        )
+    if any("absent_image" in r.metrics for r in results):
+        notes.append(
+            "- Absent image: reports whose prediction rows list `images_absent` (written without that image, e.g. "
+            "grok-infer images_absent=[oct]); the values they state (task-3 extraction) for quantities that image "
+            "measures (`image_modalities`); – for files without the field."
         )
     meteor = next(
         (r.metrics["task2"].get("meteor_unavailable") for r in results if "meteor_unavailable" in r.metrics["task2"]),

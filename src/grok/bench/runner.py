@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from grok.bench.absent import absent_image_quotes, summarise_absent
 from grok.bench.bootstrap import bootstrap_ci
 from grok.bench.classification import classification_metrics, confusion_counts, multi_hot
 from grok.bench.clinical import ClinicalScorer
@@ -52,6 +53,7 @@ class GOUBenchmark:
         bootstrap_resamples: int = 1000,
         seed: int = 0,
         judge: Any = None,
+        image_keys: Mapping[str, frozenset[str]] | None = None,
     ):
         self.references = list(references)
         self.schema = schema
@@ -63,6 +65,7 @@ class GOUBenchmark:
         self.resamples = bootstrap_resamples
         self.seed = seed
         self.judge = judge
+        self.image_keys = dict(image_keys or {})  # image -> keys of the quantities it measures (`image_modalities`)
         self.facts_missing = facts_status(self.references)  # why task 3 cannot be scored; None when it can
 
     def score(self, model: str, predictions: Sequence[Prediction], issues: Sequence[str] = ()) -> ModelScores:
@@ -78,13 +81,19 @@ class GOUBenchmark:
             parsed_labels.append(list(parse.labels))
             checked = check_grounding(prediction.text, prediction.grounding, reference.facts, self.clinical.tolerance)
             grounding.append(checked)
-            records.append(
-                {
-                    **self._report_record(reference, analysed, parse),
-                    "grounding": checked.as_dict(),
-                    "empty_prediction": not prediction.text.strip(),
-                }
-            )
+            record = {
+                **self._report_record(reference, analysed, parse),
+                "grounding": checked.as_dict(),
+                "empty_prediction": not prediction.text.strip(),
+            }
+            if prediction.images_absent:  # written without an image: what it states of that image's quantities
+                record["images_absent"] = list(prediction.images_absent)
+                quotes = analysed.quoted_values  # task 3's extraction (cached: task 3 reads the same list)
+                units = {name: b.unit for name, b in self.schema.biomarkers.items()}
+                record["absent_image_quotes"] = absent_image_quotes(
+                    quotes, prediction.images_absent, self.image_keys, units
+                )
+            records.append(record)
         truth = [list(r.labels) for r in references]
         scores = None
         if predictions and all(p.scores is not None for p in predictions):
@@ -116,6 +125,9 @@ class GOUBenchmark:
         metrics["grounding"] = summarise_grounding(grounding)
         if self.facts_missing is not None:
             metrics["grounding"].pop("quotes_by_source")  # needs facts, like task 3
+        absent = summarise_absent(records)
+        if absent is not None:  # only for predictions carrying `images_absent`
+            metrics["absent_image"] = absent
         metrics["ci95"] = self._confidence(truth, parsed_labels, records)
         confusion = confusion_counts(truth, parsed_labels, labels)
         return ModelScores(model, metrics, records, confusion, list(issues), parsed_labels)

@@ -29,6 +29,7 @@ def run_generate(cfg: DictConfig) -> RunSummary:
         mix={split: dict(tasks) for split, tasks in cfg.mix.items()},
         style_weights={split: dict(weights) for split, weights in cfg.style_weights.items()},
         checkpoint_every=int(cfg.checkpoint_every),
+        image_columns=dict(cfg.image_columns),
     )
     factory = RecordFactory(kb, builder, plan)
     rewrite = None
@@ -43,6 +44,7 @@ def run_generate(cfg: DictConfig) -> RunSummary:
         "mix": {k: dict(v) for k, v in plan.mix.items()},
         "style_weights": {k: dict(v) for k, v in plan.style_weights.items()},
         "knowledge_base": {"name": kb.name, "version": kb.version, "file": Path(kb.path).name},
+        "image_columns": dict(plan.image_columns),
         "limit": cfg.limit,
         "llm_writer": llm_cfg,
     }

@@ -64,6 +64,7 @@ def run(cfg: DictConfig) -> Path | str:
         generation=True,
         grounding=conversation_grounding(grounding_cfg),
         input_columns=cfg.grounding.input_columns,
+        oct_slices=data.get("oct_slices"),
     )
     if _single(cfg):
         rows = list(_reports(cfg, module, train_cfg, dataset, source))
@@ -96,6 +97,8 @@ def _write_split(cfg: DictConfig, module: Any, train_cfg: DictConfig, dataset: A
     if done:
         log.info("resuming %s after %d of %d batch(es)", output.partial, done, len(batches))
     rows = _reports(cfg, module, train_cfg, dataset, source, skip_batches=done)
+    if cfg.get("images_absent"):  # the benchmark counts what a report states of an image it was written without
+        rows = ({**row, "images_absent": sorted(cfg.images_absent)} for row in rows)
     output.append(rows, cfg.model_name, source=source if module.model.grounding else None)
     return output.finish()
 
@@ -183,10 +186,14 @@ def _knowledge_base(cfg: DictConfig, module: Any) -> Any:
 
 
 def without_images(records: list[dict], modalities: list[str]) -> list[dict]:
-    """Each record without its images of `modalities` (the missing-modality check): the image and its placeholder line
-    in the prompt removed, the quantity spans recorded after it moved with the text."""
+    """Each record without its images of `modalities` (the missing-modality check): the image removed and its
+    placeholder line replaced by the sentence stage one writes for an eye without it ('No OCT image.', the default
+    phrasebook's `image_absent`), the quantity spans recorded after it moved with the text."""
+    from grok.knowledge.phrasing import load_phrasebook
     from grok.mllm.model import MODALITIES
     from grok.mllm.tokenizer import IMAGE_PLACEHOLDERS
+
+    absent_line = load_phrasebook(None).choose("image_absent", random.Random(0))
 
     unknown = sorted(set(modalities) - set(MODALITIES))
     if unknown:
@@ -202,10 +209,12 @@ def without_images(records: list[dict], modalities: list[str]) -> list[dict]:
                 continue
             text = turns[turn]["value"]
             at = text.find(placeholder)
-            turns[turn]["value"] = text[:at] + text[at + len(placeholder) :]
+            replacement = absent_line.format(image=modality.upper()) + "\n"
+            turns[turn]["value"] = text[:at] + replacement + text[at + len(placeholder) :]
+            shift = len(replacement) - len(placeholder)
             for span in spans:
                 if span[0] == turn and span[1] >= at + len(placeholder):
-                    span[1], span[2] = span[1] - len(placeholder), span[2] - len(placeholder)
+                    span[1], span[2] = span[1] + shift, span[2] + shift
         images = {m: path for m, path in (record.get("images") or {}).items() if m not in modalities}
         out.append({**record, "images": images, "conversations": turns, "quantity_spans": spans})
     return out

@@ -36,7 +36,8 @@ def row_of(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class CounterfactualRecords:
-    """Writes counterfactual variants of training records (same task, same images, swapped values)."""
+    """Writes counterfactual variants of training records: same task and images with swapped values (`variant`), or
+    the same eye without one of its images (`without_image`, whose quantities `image_keys[modality]` lists)."""
 
     def __init__(
         self,
@@ -46,6 +47,7 @@ class CounterfactualRecords:
         swap_share: float = 0.5,
         style_weights: Mapping[str, float] | None = None,
         seed: int = 0,
+        image_keys: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         if not 0.0 < swap_share <= 1.0:
             raise ValueError(f"counterfactual swap_share must be in (0, 1], got {swap_share}")
@@ -56,6 +58,7 @@ class CounterfactualRecords:
         self.donors = list(eyes.values())
         self.keys = tuple(keys)
         self.swap_share = swap_share
+        self.image_keys = {modality: tuple(keys) for modality, keys in (image_keys or {}).items()}
         builder = InstructionBuilder(ReportWriter(kb))
         styles = {SPLIT: dict(style_weights or {"structured": 1.0})}
         self._factories: dict[str, RecordFactory] = {}
@@ -80,9 +83,29 @@ class CounterfactualRecords:
             if rng.random() < self.swap_share:
                 donor = self.donors[int(rng.random() * len(self.donors))]
                 row[key] = donor.get(key)
-        eye_id = str(record.get("eye_id") or record.get("id"))
-        _, lines = self._factory(str(record.get("task", "report"))).records(row, eye_id, SPLIT)
-        rewritten = json.loads(lines[0])
+        rewritten = self._rewrite(record, row)
         rewritten["images"] = dict(record.get("images") or {})
         rewritten["id"] = f"{record.get('id')}-counterfactual"
         return rewritten
+
+    def without_image(self, record: Mapping[str, Any], modality: str) -> dict[str, Any] | None:
+        """The record as stage one writes it for an eye without its `modality` image (modality dropout): no
+        placeholder for it in the prompt, the quantities that image measures unmeasured in the row, so the answer
+        says so instead of quoting them (None for a record without facts or without that image)."""
+        images = dict(record.get("images") or {})
+        if modality not in images or not (record.get("facts") or {}).get("biomarkers"):
+            return None
+        row = row_of(record)
+        row.pop(f"{modality}_path", None)
+        for key in self.image_keys.get(modality, ()):
+            row[key] = None
+        rewritten = self._rewrite(record, row)
+        rewritten["images"] = {m: path for m, path in images.items() if m != modality}
+        rewritten["id"] = f"{record.get('id')}-without-{modality}"
+        return rewritten
+
+    def _rewrite(self, record: Mapping[str, Any], row: Mapping[str, Any]) -> dict[str, Any]:
+        """Stage one's record of the same task for `row` (the eye's id, this split's plan)."""
+        eye_id = str(record.get("eye_id") or record.get("id"))
+        _, lines = self._factory(str(record.get("task", "report"))).records(row, eye_id, SPLIT)
+        return json.loads(lines[0])

@@ -520,9 +520,24 @@ class QuantityGrounding(nn.Module):
         source = torch.where(withheld, SOURCE_CODES["withheld"], quantities.source)
         return ResolvedQuantities(values, source, quantities.low, quantities.high, quantities.estimates, decisions)
 
+    def absent_columns(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """[B, K] True where a quantity is measured by an image the sample does not have (no `<m>_sample_index`
+        entry for it: an OCT-only eye's CFP quantities)."""
+        values = batch["quantity_values"]
+        absent = torch.zeros(values.shape, dtype=torch.bool, device=values.device)
+        for modality in self.image_keys:
+            has_image = torch.zeros(values.shape[0], dtype=torch.bool, device=values.device)
+            owners = batch.get(f"{modality}_sample_index")
+            if owners is not None and owners.numel():
+                has_image[owners.to(values.device)] = True
+            columns = getattr(self, f"{modality}_keys").to(values.device)
+            absent[:, columns] = ~has_image[:, None]
+        return absent
+
     def resolve(self, batch: Mapping[str, Tensor], estimates: Tensor | None, source: str | None) -> ResolvedQuantities:
         """The values in force: `source=None` keeps the table as it is (teacher forcing); `input` uses only what is
-        stated; `readout` the estimates for every image-derived quantity; `auto` stated values, else estimates.
+        stated; `readout` the estimates for every image-derived quantity; `auto` stated values, else estimates;
+        an image-derived quantity neither stated nor estimated because its image is absent is `absent`.
         With a finding read-out, an inference source also decides each eye's findings (`decide`)."""
         values = batch["quantity_values"].float()
         stated = batch["quantity_stated"].bool()
@@ -545,6 +560,7 @@ class QuantityGrounding(nn.Module):
         code = torch.full_like(stated, SOURCE_CODES["missing"], dtype=torch.long)
         code = torch.where(~torch.isnan(stated_values), SOURCE_CODES["input"], code)
         code = torch.where(use_estimate, SOURCE_CODES["readout"], code)
+        code = torch.where((code == SOURCE_CODES["missing"]) & self.absent_columns(batch), SOURCE_CODES["absent"], code)
         resolved_quantities = ResolvedQuantities(resolved, code, low, high, estimates)
         if self.decider is None:
             return resolved_quantities

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from grok.grounding.findings import Decision
 
 NOT_MEASURED = "not measured"  # written where a value token has no value (never a number)
+NOT_ASSESSED = "not assessed"  # written where the image that measures the quantity is absent
 WITHHELD_TEXT = "withheld"  # written where the value is a read-out estimate the decided findings reject
 
 
@@ -114,6 +115,8 @@ class ReportRenderer:
                 source = SOURCES[int(sources[column])]
                 if source == "withheld":
                     written = WITHHELD_TEXT
+                elif source == "absent":
+                    written = NOT_ASSESSED
                 elif value is None:
                     written = NOT_MEASURED
                 else:
@@ -150,10 +153,39 @@ class ReportRenderer:
             for q in quoted
             if q.end - shift <= len(stripped)
         ]
+        stripped, moved = self.absent_lines(stripped, moved)
         if decision is None:
             return stripped, moved
         text, quoted, _ = self.with_decided_findings(stripped, moved, decision, values, sources, estimates, record_id)
         return text, quoted
+
+    def absent_lines(self, text: str, quoted: list[QuotedQuantity]) -> tuple[str, list[QuotedQuantity]]:
+        """Each line quoting a quantity whose image is absent rewritten as '- <label>: not assessed (no image).':
+        no unit, status word or range is left to describe a value nobody measured (the other lines keep their
+        quotes, moved with the text)."""
+        out_lines: list[str] = []
+        kept: list[QuotedQuantity] = []
+        start = delta = 0
+        for line in text.split("\n"):
+            end = start + len(line)
+            on_line = [q for q in quoted if start <= q.start < end + 1]
+            absent = next((q for q in on_line if q.source == "absent" and q.kind == "value"), None)
+            if absent is None:
+                out_lines.append(line)
+                kept += [
+                    QuotedQuantity(**{**asdict(q), "start": q.start + delta, "end": q.end + delta}) for q in on_line
+                ]
+            else:
+                bullet = "- " if line.lstrip().startswith("-") else ""
+                head = f"{bullet}{self.texts[absent.key].label}: "
+                new_start = start + delta + len(head)
+                out_lines.append(f"{head}{NOT_ASSESSED} (no image).")
+                kept.append(
+                    QuotedQuantity(**{**asdict(absent), "start": new_start, "end": new_start + len(NOT_ASSESSED)})
+                )
+                delta += len(out_lines[-1]) - len(line)
+            start = end + 1
+        return "\n".join(out_lines), kept
 
     @property
     def section_headers(self) -> tuple[str, ...]:

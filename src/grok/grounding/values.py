@@ -20,8 +20,9 @@ import numpy as np
 from grok.grounding.symbols import QuantityTokens
 from grok.knowledge.base import KnowledgeBase
 
-# codes 0-3 of a resolved table; withheld: an estimate the decided findings reject (grok.grounding.findings)
-SOURCES = ("missing", "input", "readout", "withheld")
+# codes 0-4 of a resolved table; withheld: an estimate the decided findings reject (grok.grounding.findings);
+# absent: measured by an image the sample does not have (never estimated; written "not assessed")
+SOURCES = ("missing", "input", "readout", "withheld", "absent")
 SOURCE_CODES = {name: code for code, name in enumerate(SOURCES)}
 
 

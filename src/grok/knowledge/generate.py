@@ -38,6 +38,7 @@ FORMAT = "grok-instructions/1"
 STATE_FILE = ".generate_state.json"
 PARTIAL_SUFFIX = ".jsonl.partial"
 REQUIRED_COLUMNS = ("subject_id", "eye")
+IMAGE_COLUMNS = {"oct": "oct_path", "cfp": "cfp_path"}  # modality -> the table column of its image path
 log = logging.getLogger(__name__)
 
 # An optional hook that may rewrite a record in place (e.g. the LLM writer): (record, case) -> keep the record?
@@ -56,9 +57,14 @@ class GenerationPlan:
     )
     style_weights: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     checkpoint_every: int = 500
+    # the table column each modality's image path comes from (oct_volume_path: an OCT volume per eye)
+    image_columns: Mapping[str, str] = field(default_factory=lambda: dict(IMAGE_COLUMNS))
 
     def validate(self) -> None:
         """Raise naming the config key when the plan is inconsistent."""
+        unknown = sorted(set(self.image_columns) - set(IMAGE_COLUMNS))
+        if unknown:
+            raise ValueError(f"image_columns.{unknown[0]}: not a modality; expected some of {list(IMAGE_COLUMNS)}")
         for split, tasks in self.mix.items():
             if split not in self.fractions:
                 raise ValueError(f"mix.{split}: not a split of split.fractions {list(self.fractions)}")
@@ -91,15 +97,16 @@ def eye_ids(table: pd.DataFrame) -> list[str]:
     return ids
 
 
-IMAGE_COLUMNS = {"oct": "oct_path", "cfp": "cfp_path"}
-
-
-def eye_case(row: Mapping[str, Any], eye_id: str, kb: KnowledgeBase) -> EyeCase:
+def eye_case(
+    row: Mapping[str, Any], eye_id: str, kb: KnowledgeBase, image_columns: Mapping[str, str] | None = None
+) -> EyeCase:
     """Evaluate one table row into an EyeCase: the engine's assessment and the conclusion its report states (also
-    used by the benchmark to compute `facts` for external references from their biomarker table)."""
+    used by the benchmark to compute `facts` for external references from their biomarker table); its images are
+    the paths in `image_columns` (modality -> column, default IMAGE_COLUMNS)."""
     assessment = evaluate_row(row, kb)
     labels = tuple(parse_labels(row.get(kb.schema.label_column), kb.schema))
-    images = {m: str(row[c]) for m, c in IMAGE_COLUMNS.items() if not missing_value(row.get(c))}
+    columns = IMAGE_COLUMNS if image_columns is None else image_columns
+    images = {m: str(row[c]) for m, c in columns.items() if not missing_value(row.get(c))}
     return EyeCase(eye_id, str(row["eye"]), images, labels, assessment, conclude(assessment, labels))
 
 
@@ -113,7 +120,7 @@ class RecordFactory:
 
     def case(self, row: Mapping[str, Any], eye_id: str) -> EyeCase:
         """Evaluate one row into an EyeCase."""
-        return eye_case(row, eye_id, self.kb)
+        return eye_case(row, eye_id, self.kb, self.plan.image_columns)
 
     def style(self, split: str, rng: PhraseRng) -> str:
         """The answer style of a report record, drawn from the split's style weights."""
@@ -230,6 +237,12 @@ def generate(
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"{table_path}: missing required column(s) {missing}")
+    absent = {m: c for m, c in factory.plan.image_columns.items() if c not in table.columns}
+    if absent:
+        modality, column = next(iter(absent.items()))
+        raise ValueError(
+            f"{table_path}: no column {column!r} (image_columns.{modality}); columns: {list(table.columns)}"
+        )
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     if limit is not None:

@@ -94,10 +94,13 @@ class InstructionBuilder:
         self.texts = writer.texts
 
     # ------------------------------------------------------------------------------------------ human turn pieces
-    @staticmethod
-    def image_prefix(case: EyeCase) -> str:
-        """'<oct>\\n<cfp>\\n' for the modalities this eye has."""
-        return "".join(f"<{modality}>\n" for modality in ("oct", "cfp") if modality in case.images)
+    def image_prefix(self, case: EyeCase, rng: random.Random) -> str:
+        """'<oct>\\n<cfp>\\n' for the modalities this eye has; for one it lacks, the prompt says so instead ('No OCT
+        image.', phrase `image_absent`)."""
+        return "".join(
+            f"<{modality}>\n" if modality in case.images else self.phrases.pick("image_absent", rng, image=name) + "\n"
+            for modality, name in (("oct", "OCT"), ("cfp", "CFP"))
+        )
 
     def _person(self, case: EyeCase) -> tuple[str, str, str]:
         systemic = case.assessment.systemic
@@ -140,7 +143,7 @@ class InstructionBuilder:
         return ", ".join(items) + "."
 
     def _first_human(self, case: EyeCase, prompt: str, rng: random.Random) -> dict[str, str]:
-        return {"from": "human", "value": f"{self.image_prefix(case)}{self.patient_line(case, rng)}\n{prompt}"}
+        return {"from": "human", "value": f"{self.image_prefix(case, rng)}{self.patient_line(case, rng)}\n{prompt}"}
 
     # ------------------------------------------------------------------------------------------ answers
     def report_answer(self, case: EyeCase, style: str, rng: random.Random) -> str:

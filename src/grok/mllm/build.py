@@ -23,6 +23,7 @@ from grok.mllm.language_model import build_language_model
 from grok.mllm.model import GrokMLLM
 from grok.mllm.tokenizer import placeholder_ids
 from grok.mllm.vocab_trim import VocabularyMap, build_vocabulary_map
+from grok.models.slices import slice_count
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +82,16 @@ def build_grok_mllm(
     gradient_checkpointing: bool = False,
     init_seed: int | None = 0,
     grounding: GroundingParts | None = None,
+    oct_slices: object = None,
+    slice_aggregator: Callable[..., nn.Module] | None = None,
 ) -> GrokMLLM:
     """A GrokMLLM: language model (`llm` node) tuned as the `adaptation` node says (LoRA, QLoRA, full or frozen),
     encoders and `fusion(oct_dim, cfp_dim, llm_dim, oct_tokens, cfp_tokens)` (token counts None for a missing modality).
 
     `encoders` values are modules or zero-argument builders (called under `init_seed`, so random encoders are the
-    same in every process and at inference); a None value leaves that modality out.
+    same in every process and at inference); a None value leaves that modality out. With `oct_slices` (a volume's
+    slice selection, grok.models.slices) the OCT input is S slices: `slice_aggregator(dim, num_slices)` pools them for
+    the language model and the ridge read-out fits on all S x N tokens.
     """
     llm_options = {
         key: value
@@ -129,10 +134,18 @@ def build_grok_mllm(
             cfp_tokens=built["cfp"].num_patches if "cfp" in built else None,
         ),
     )
+    num_slices = slice_count(oct_slices)
+    aggregator = None
+    if num_slices is not None and "oct" in built:
+        if slice_aggregator is None:
+            raise ValueError("data.oct_slices is set but model.slice_aggregator is null: the volumes need one")
+        aggregator = seeded(init_seed, lambda: slice_aggregator(dim=built["oct"].embed_dim, num_slices=num_slices))
     ids = placeholder_ids(tokenizer)
     quantity_grounding = None
     if grounding is not None:
         shapes = {m: (int(e.num_patches), int(e.embed_dim)) for m, e in built.items()}
+        if aggregator is not None:  # the ridge read-out reads every slice's tokens
+            shapes["oct"] = (num_slices * shapes["oct"][0], shapes["oct"][1])
         quantity_grounding = seeded(init_seed, lambda: grounding.module(tokenizer, vocabulary, llm_dim, shapes))
     return GrokMLLM(
         language_model,
@@ -143,6 +156,7 @@ def build_grok_mllm(
         freeze_encoders=freeze_encoders,
         loss_chunk_size=loss_chunk_size,
         grounding=quantity_grounding,
+        slice_aggregator=aggregator,
     )
 
 

@@ -10,9 +10,10 @@ from typing import Any
 
 import lightning as L
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from grok.data.io import read_cfp, read_oct
+from grok.data.io import read_cfp, read_oct, read_oct_volume
 from grok.data.transforms import build_transform
 from grok.grounding.config import GroundingSettings, knowledge_base_of, quantity_tokens_of
 from grok.grounding.conversation import ConversationGrounding
@@ -29,6 +30,7 @@ from grok.mllm.instructions import (
 from grok.mllm.model import MODALITIES
 from grok.mllm.tokenizer import IMAGE_PLACEHOLDERS
 from grok.models.encoders import read_export_config
+from grok.models.slices import slice_spec
 
 log = logging.getLogger(__name__)
 READERS: Mapping[str, Callable] = {"oct": read_oct, "cfp": read_cfp}
@@ -52,7 +54,12 @@ class InstructionDataset(Dataset):
     value of its facts for training (teacher forcing), only what the prompt states (plus, with `input_columns="all"`,
     its table row) for generation. With `counterfactuals` (training), an item is, with `counterfactual_probability`,
     a counterfactual variant of its record (grok.grounding.counterfactual), drawn afresh each `epoch`; its
-    `readout_values` stay the eye's own.
+    `readout_values` stay the eye's own. With `modality_dropout` ({modality: probability}, training, needs the
+    counterfactual writer), an item is instead, with that probability, stage one's record of the eye without that
+    image (its quantities unmeasured; an eye keeps at least one image).
+
+    With `oct_slices` (`data.oct_slices`: central, k or a list of indices), each OCT path is a volume (slice folder,
+    multi-page TIFF, Heidelberg file) and its image is the chosen B-scans, each preprocessed: [S, 3, H, W].
     """
 
     def __init__(
@@ -69,8 +76,14 @@ class InstructionDataset(Dataset):
         counterfactuals: CounterfactualRecords | None = None,
         counterfactual_probability: float = 0.0,
         seed: int = 0,
+        oct_slices: object = None,
+        modality_dropout: Mapping[str, float] | None = None,
     ) -> None:
         self.records = list(records)
+        self.modality_dropout = {m: float(p) for m, p in (modality_dropout or {}).items() if float(p) > 0}
+        if sum(self.modality_dropout.values()) > 1:
+            raise ValueError(f"data.modality_dropout {self.modality_dropout}: the probabilities must sum to at most 1")
+        self.oct_slices = slice_spec(oct_slices)
         self.tokenizer = tokenizer
         self.image_root = Path(image_root)
         self.transforms = dict(transforms)
@@ -119,6 +132,20 @@ class InstructionDataset(Dataset):
             return encoded, grounding.input_table(record, self.input_columns).as_item()
         return encoded, grounding.training_table(record).as_item()
 
+    def _without_image(self, index: int) -> dict[str, Any] | None:
+        """This epoch's modality-dropout variant of record `index` (an image dropped, the record rewritten), or None."""
+        if self.counterfactuals is None or not self.modality_dropout:
+            return None
+        record = self.records[index]
+        if len(record.get("images") or {}) < 2:  # keep at least one image
+            return None
+        draw, cumulative = random.Random(f"{self.seed}:{self.epoch}:{index}:dropout").random(), 0.0
+        for modality, probability in self.modality_dropout.items():
+            cumulative += probability
+            if draw < cumulative:
+                return self.counterfactuals.without_image(record, modality)
+        return None
+
     def _counterfactual(self, index: int) -> tuple[Any, dict[str, Any]] | None:
         """This epoch's counterfactual variant of record `index`, encoded, or None (drawn against the probability)."""
         if self.counterfactuals is None or self.counterfactual_probability <= 0:
@@ -152,8 +179,11 @@ class InstructionDataset(Dataset):
         return {path: self.image_root / path for record in self.records for path in image_paths(record, modality)}
 
     def load_image(self, modality: str, relative_path: str) -> torch.Tensor:
-        """Read and preprocess one image."""
-        return self.transforms[modality](READERS[modality](self.image_root / relative_path))
+        """Read and preprocess one image ([3, H, W]), or the chosen slices of an OCT volume ([S, 3, H, W])."""
+        path, transform = self.image_root / relative_path, self.transforms[modality]
+        if modality == "oct" and self.oct_slices is not None:
+            return torch.stack([transform(Image.fromarray(scan)) for scan in read_oct_volume(path, self.oct_slices)])
+        return transform(READERS[modality](path))
 
     def __len__(self) -> int:
         return len(self.records)
@@ -161,9 +191,11 @@ class InstructionDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         record, encoded = self.records[index], self.encoded[index]
         table = self.tables[index] if self.tables else None
-        counterfactual = self._counterfactual(index)
+        dropped = self._without_image(index)
+        counterfactual = self._encode(dropped) if dropped is not None else self._counterfactual(index)
         if counterfactual is not None:
             encoded, table = counterfactual[0], {**counterfactual[1], "readout_values": table["quantity_values"]}
+        record = dropped if dropped is not None else record  # its images are the item's
         item: dict[str, Any] = {"id": record.get("id"), "input_ids": encoded.input_ids}
         if table is not None:
             item.update(table)
@@ -251,8 +283,12 @@ class InstructDataModule(L.LightningDataModule):
         seed: int = 0,
         grounding: Mapping[str, Any] | None = None,
         counterfactual: Mapping[str, Any] | None = None,
+        oct_slices: object = None,
+        modality_dropout: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__()
+        self.modality_dropout = dict(modality_dropout or {})
+        self.oct_slices = slice_spec(oct_slices)
         self.instructions_dir = Path(instructions_dir)
         self.tokenizer = tokenizer
         self.image_transforms = {modality: dict(settings) for modality, settings in image_transforms.items()}
@@ -270,12 +306,15 @@ class InstructDataModule(L.LightningDataModule):
         self.seed = seed
         self.grounding = conversation_grounding(grounding)
         self.counterfactual = dict(counterfactual or {"probability": 0.0})
+        if self.grounding is None and any(float(p) > 0 for p in self.modality_dropout.values()):
+            raise ValueError("data.modality_dropout rewrites records from their value tables: it needs grounding")
         self.datasets: dict[str, InstructionDataset] = {}
         self.features: dict[str, Mapping[str, torch.Tensor]] = {}
 
     def _counterfactuals(self, records: Sequence[Mapping[str, Any]]) -> CounterfactualRecords | None:
         """The counterfactual writer of the training records (grounding only; probability 0 turns it off)."""
-        if self.grounding is None or float(self.counterfactual.get("probability", 0.0)) <= 0:
+        dropout = any(float(p) > 0 for p in self.modality_dropout.values())
+        if self.grounding is None or (float(self.counterfactual.get("probability", 0.0)) <= 0 and not dropout):
             return None
         config = read_manifest(self.instructions_dir).get("config") or {}
         return CounterfactualRecords(
@@ -285,6 +324,7 @@ class InstructDataModule(L.LightningDataModule):
             swap_share=float(self.counterfactual.get("swap_share", 0.5)),
             style_weights=(config.get("style_weights") or {}).get("train"),
             seed=int(config.get("seed", 0)),
+            image_keys=self.grounding.tokens.image_keys,
         )
 
     @property
@@ -320,6 +360,8 @@ class InstructDataModule(L.LightningDataModule):
             counterfactuals=self._counterfactuals(records) if split == "train" and not generation else None,
             counterfactual_probability=float(self.counterfactual.get("probability", 0.0)),
             seed=self.seed,
+            oct_slices=self.oct_slices,
+            modality_dropout=self.modality_dropout if split == "train" and not generation else None,
         )
         dataset.features.update(self.features)
         return dataset

@@ -201,10 +201,13 @@ def generation_order(lengths: Sequence[int]) -> list[int]:
 
 def prediction_line(row: Mapping[str, Any], model_name: str, source: str | None = None) -> str:
     """One JSONL line of the benchmark's predictions format (contract 6): id, prediction, model, and where the row
-    has it, `grounding` ({"source": the grounding source, "quantities": every quoted number})."""
+    has it, `grounding` ({"source": the grounding source, "quantities": every quoted number}) and `images_absent`
+    (the modalities whose image the report was written without)."""
     record = {"id": row["id"], "prediction": row["prediction"], "model": model_name}
     if row.get("grounding") is not None:
         record["grounding"] = {"source": source, "quantities": row["grounding"]}
+    if row.get("images_absent"):
+        record["images_absent"] = list(row["images_absent"])
     return json.dumps(record, ensure_ascii=False) + "\n"
 
 

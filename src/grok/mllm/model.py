@@ -43,7 +43,9 @@ class GrokMLLM(nn.Module):
     missing a modality the model does not see); `fusion` maps the encoders' tokens to the language model's width;
     `placeholder_ids` maps modality -> real token id of its placeholder; `vocabulary` (optional) maps real Qwen2 ids
     to the rows of a trimmed embedding table; `grounding` (optional) embeds the values of quantity tokens and reads
-    quantities out of the images (grok.grounding.model). Everything outside this class speaks real token ids.
+    quantities out of the images (grok.grounding.model); `slice_aggregator` (optional, grok.models.slices) pools an
+    OCT volume's slice tokens [n, S, N, D] into one image's N tokens before fusion (the ridge read-out reads every
+    slice). Everything outside this class speaks real token ids.
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class GrokMLLM(nn.Module):
         freeze_encoders: bool = True,
         loss_chunk_size: int | None = None,
         grounding: QuantityGrounding | None = None,
+        slice_aggregator: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.language_model = language_model
@@ -66,6 +69,7 @@ class GrokMLLM(nn.Module):
         self.freeze_encoders = freeze_encoders
         self.loss_chunk_size = loss_chunk_size
         self.grounding = grounding
+        self.slice_aggregator = slice_aggregator
         if grounding is not None:  # new tokens (generation) get their values through the input embedding
             self.causal_lm.get_input_embeddings().register_forward_hook(grounding.embedding_hook)
         if freeze_encoders:
@@ -92,11 +96,15 @@ class GrokMLLM(nn.Module):
         return self.vocabulary.to_compact(ids) if self.vocabulary is not None else ids
 
     def encode_images(self, modality: str, pixels: Tensor) -> Tensor:
-        """Patch tokens [n, N, D] of a modality's images (no gradient through frozen encoders)."""
+        """Patch tokens [n, N, D] of a modality's images [n, 3, H, W], or [n, S, N, D] of volumes [n, S, 3, H, W]
+        (each slice encoded alone); no gradient through frozen encoders."""
         if modality not in self.encoders:
             raise ValueError(f"images of modality {modality!r} given but the model has no {modality} encoder")
         encoder = self.encoders[modality]
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoders):
+            if pixels.dim() == 5:
+                tokens = encoder.encode(pixels.flatten(0, 1)).patch_tokens
+                return tokens.view(*pixels.shape[:2], *tokens.shape[1:])
             return encoder.encode(pixels).patch_tokens
 
     def encoder_tokens(self, batch: Mapping[str, Any]) -> dict[str, tuple[Tensor | None, Tensor]]:
@@ -121,9 +129,14 @@ class GrokMLLM(nn.Module):
     def fused_tokens(
         self, batch: Mapping[str, Any], encoded: Mapping[str, tuple[Tensor | None, Tensor]] | None = None
     ) -> dict[str, tuple[Tensor, Tensor]]:
-        """Fused visual tokens of every image in `batch` per modality: (tokens [n, N, H], owner sample [n])."""
+        """Fused visual tokens of every image in `batch` per modality: (tokens [n, N, H], owner sample [n]); an OCT
+        volume's slices are pooled by the slice aggregator first."""
         encoded = encoded if encoded is not None else self.encoder_tokens(batch)
         tokens = {modality: encoded[modality][0] for modality in MODALITIES}
+        if tokens["oct"] is not None and tokens["oct"].dim() == 4:
+            if self.slice_aggregator is None:
+                raise ValueError("OCT volumes given ([n, S, N, D] tokens) but the model has no slice aggregator")
+            tokens["oct"] = self.slice_aggregator(tokens["oct"])
         owners = {modality: encoded[modality][1] for modality in MODALITIES}
         pairs = (
             _pairs(owners["oct"], owners["cfp"]) if tokens["oct"] is not None and tokens["cfp"] is not None else None

@@ -89,6 +89,8 @@ class InstructModule(L.LightningModule):
         grounding: Mapping[str, Any] | None = None,
         grounding_statistics: str | None = None,
         clinical_validation: Mapping[str, Any] | None = None,
+        oct_slices: Any = None,
+        slice_aggregator: Callable[..., torch.nn.Module] | None = None,
     ) -> None:
         super().__init__()
         if "lora" in (learning_rates or {}):
@@ -109,6 +111,7 @@ class InstructModule(L.LightningModule):
                 "freeze_encoders": freeze_encoders,
                 "init_seed": init_seed,
                 "grounding": _plain(grounding),
+                "oct_slices": _plain(oct_slices),
             }
         )
         self.tokenizer = tokenizer
@@ -129,6 +132,8 @@ class InstructModule(L.LightningModule):
             gradient_checkpointing=gradient_checkpointing,
             init_seed=init_seed,
             grounding=self.grounding_parts,
+            oct_slices=_plain(oct_slices),
+            slice_aggregator=slice_aggregator,
         )
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -157,6 +162,9 @@ class InstructModule(L.LightningModule):
         loader = datamodule.datasets.get("val") or next(iter(datamodule.datasets.values()))
         for modality, encoder in self.model.encoders.items():
             settings = transform_settings(encoder, modality)
+            slices = getattr(datamodule, "oct_slices", None) if modality == "oct" else None
+            if slices is not None:  # a volume's chosen B-scans: [S, N, D] per image, keyed by the selection too
+                settings["slices"] = slices
             fingerprint = encoder_fingerprint(encoder, settings)
             features = cached_features(
                 lambda pixels, m=modality: self.model.encode_images(m, pixels),

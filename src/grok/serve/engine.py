@@ -203,6 +203,11 @@ class ReportEngine:
         shm = Path("/dev/shm")
         self.scratch_dir = scratch_dir or (str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None)
         module, train_cfg = load_exported_mllm(self.model_dir)
+        if train_cfg.data.get("oct_slices") is not None:
+            raise ValueError(
+                f"{self.model_dir}: this export reads OCT volumes (data.oct_slices={train_cfg.data.oct_slices}); "
+                "grok-serve takes single images: report on volumes with grok-infer"
+            )
         self.model = module.model.eval().to(device)
         self.tokenizer = module.tokenizer
         self.renderer = module.renderer  # grounded exports write quantity tokens from their values
