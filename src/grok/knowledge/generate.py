@@ -237,7 +237,10 @@ def generate(
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"{table_path}: missing required column(s) {missing}")
-    absent = {m: c for m, c in factory.plan.image_columns.items() if c not in table.columns}
+    # a table may have no images; a column named in place of the default must exist (a typo would drop every image)
+    absent = {
+        m: c for m, c in factory.plan.image_columns.items() if c not in table.columns and c != IMAGE_COLUMNS.get(m)
+    }
     if absent:
         modality, column = next(iter(absent.items()))
         raise ValueError(
