@@ -66,6 +66,7 @@ class GOUBenchmark:
         self.seed = seed
         self.judge = judge
         self.image_keys = dict(image_keys or {})  # image -> keys of the quantities it measures (`image_modalities`)
+        self.units = {name: b.unit for name, b in schema.biomarkers.items()}  # the absent-image count's unit check
         self.facts_missing = facts_status(self.references)  # why task 3 cannot be scored; None when it can
 
     def score(self, model: str, predictions: Sequence[Prediction], issues: Sequence[str] = ()) -> ModelScores:
@@ -89,9 +90,8 @@ class GOUBenchmark:
             if prediction.images_absent:  # written without an image: what it states of that image's quantities
                 record["images_absent"] = list(prediction.images_absent)
                 quotes = analysed.quoted_values  # task 3's extraction (cached: task 3 reads the same list)
-                units = {name: b.unit for name, b in self.schema.biomarkers.items()}
                 record["absent_image_quotes"] = absent_image_quotes(
-                    quotes, prediction.images_absent, self.image_keys, units
+                    quotes, prediction.images_absent, self.image_keys, self.units
                 )
             records.append(record)
         truth = [list(r.labels) for r in references]
