@@ -209,12 +209,16 @@ def test_read_volume_from_a_heidelberg_vol_through_eyepy(tmp_path: Path, monkeyp
         read_oct_volume(path)
 
 
-def test_read_volume_from_eyepy_sample_data_when_installed() -> None:
-    """A real .vol file where eyepy is installed with a sample volume on disk (it downloads them otherwise)."""
-    eyepy = pytest.importorskip("eyepy")
-    samples = sorted(Path(eyepy.__file__).parent.rglob("*.vol"))
-    if not samples:
-        pytest.skip("eyepy ships no .vol sample in its package data")
-    stack = read_oct_volume(samples[0])
-    assert stack.ndim == 3 and stack.shape[0] >= 1 and stack.dtype == np.uint8
-    assert read_oct_volume(samples[0], slices="central").shape == (1, *stack.shape[1:])
+def test_read_a_heidelberg_vol_file_through_eyepy(tmp_path: Path) -> None:
+    """A real .vol file (eyepy's HSF-OCT layout) read back by eyepy, pixel for pixel, slice order kept."""
+    pytest.importorskip("eyepy")
+    from heyex_vol import write_heyex_vol
+
+    scans = np.stack([np.clip(_slice(40) + np.arange(30, dtype=np.uint8) + 25 * k, 0, 255) for k in range(5)])
+    path = write_heyex_vol(tmp_path / "scan.vol", scans.astype(np.uint8))
+    stack = read_oct_volume(path)
+    assert stack.shape == (5, 20, 30) and stack.dtype == np.uint8
+    assert np.array_equal(stack, scans)
+    assert np.array_equal(read_oct_volume(path, slices="central"), scans[[2]])
+    assert np.array_equal(read_oct_volume(path, slices=[0, -1]), scans[[0, 4]])
+    assert np.array_equal(np.asarray(read_oct(path)), scans[2])  # the single-image reader: the central B-scan

@@ -1,5 +1,6 @@
-"""OCT volumes in the MLLM: the slice aggregator, volumes read from a slice folder and a multi-page TIFF into the
-frozen encoder ([S, N, D] tokens per eye), and grok-train-mllm with `data.oct_slices` through export and inference."""
+"""OCT volumes in the MLLM: the slice aggregator, volumes read from a slice folder, a multi-page TIFF and a Heidelberg
+`.vol` into the frozen encoder ([S, N, D] tokens per eye), and grok-train-mllm with `data.oct_slices` through export
+and inference."""
 
 from __future__ import annotations
 
@@ -108,6 +109,36 @@ def test_a_slice_folder_and_a_multipage_tiff_reach_the_encoder_slice_by_slice(vo
     tokens = model.encode_images("oct", pixels)
     assert tokens.shape == (4, 3, encoder.num_patches, 16)
     torch.testing.assert_close(tokens[:, 1], model.encode_images("oct", pixels[:, 1]))
+
+
+def test_a_heidelberg_vol_reaches_the_encoder_as_its_slice_folder_or_tiff_does(volume_instructions: Path) -> None:
+    pytest.importorskip("eyepy")
+    from grok.data.io import read_oct_volume
+    from grok.mllm.model import GrokMLLM
+    from grok.models.encoders import build_encoder
+    from heyex_vol import write_heyex_vol
+
+    root = Path(json.loads((volume_instructions / "manifest.json").read_text())["image_root"])
+    records = [json.loads(line) for line in (volume_instructions / "val.jsonl").read_text().splitlines()]
+    records = [r for r in records if "oct" in r["images"]][:2]
+    (root / "oct_vol").mkdir(exist_ok=True)
+    as_vol = []
+    for record in records:  # the same five B-scans, now a Heidelberg file
+        name = f"oct_vol/{Path(record['images']['oct']).stem}.vol"
+        write_heyex_vol(root / name, read_oct_volume(root / record["images"]["oct"]))
+        as_vol.append({**record, "images": {**record["images"], "oct": name}})
+    transforms = image_transforms({"oct": {"family": "tiny", "image_size": 32}, "cfp": {"image_size": 32}})
+    volumes = InstructionDataset([*records, *as_vol], _tokenizer(), root, transforms, oct_slices=3)
+    for original, heyex in zip(records, as_vol, strict=True):
+        stack = volumes.load_image("oct", heyex["images"]["oct"])
+        assert stack.shape == (3, 3, 32, 32)
+        torch.testing.assert_close(stack, volumes.load_image("oct", original["images"]["oct"]), rtol=0, atol=0)
+    encoder = build_encoder(
+        architecture={"img_size": 32, "patch_size": 8, "embed_dim": 16, "depth": 1, "num_heads": 2}, name="oct"
+    )
+    model = GrokMLLM(torch.nn.Linear(1, 1), {"oct": encoder}, torch.nn.Identity(), {"oct": 0})
+    pixels = torch.stack([volumes.load_image("oct", r["images"]["oct"]) for r in as_vol])
+    assert model.encode_images("oct", pixels).shape == (2, 3, encoder.num_patches, 16)
 
 
 def test_train_export_infer_with_oct_volumes(make_config, volume_instructions: Path, tmp_path: Path) -> None:

@@ -41,6 +41,16 @@ QUIET_LOG_RECORDS: tuple[tuple[str, str, str], ...] = (
         "an optional CPU kernel of 4-bit layers from a hub; GROK never downloads kernels and QLoRA runs on a GPU",
     ),
     (
+        "kernels._internals.hf_hub",
+        "Skipping publisher trust check for 'kernels-community/quantization-bitsandbytes'",
+        "the same optional CPU kernel, looked up offline (kernels >= 0.19) just before the record above",
+    ),
+    (
+        "eyepy.io.HeVolReader",
+        "The volume contains less layers than expected",
+        "logged for every Heidelberg .vol (eyepy names 19 layer boundaries, the format holds 17); GROK reads B-scans",
+    ),
+    (
         "lightning.pytorch.utilities.rank_zero",
         "💡 Tip: For seamless cloud logging and experiment tracking",
         "an advertisement for Lightning's hosted LitLogger",
