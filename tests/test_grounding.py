@@ -173,10 +173,16 @@ def test_a_quantity_of_an_absent_image_is_written_not_assessed_never_a_number(to
     arrays = [t[0].tolist() for t in (resolved.values, resolved.source, resolved.low, resolved.high)]
     text, quoted = renderer.render(ids, *arrays, [math.nan] * K)
     label = KB.schema.biomarkers["macula_central_um"].label
-    # the whole line is rewritten: no unit, status word or range describes the unmeasured value
+    # the whole sentence is rewritten: no unit, status word or range describes the unmeasured value
     assert text == f"Quantitative analysis:\n- {label}: not assessed (no image).\n- VCDR: 0.60, normal."
     assert [q.source for q in quoted] == ["absent", "input"]
     assert [text[q.start : q.end] for q in quoted] == ["not assessed", "0.60"]
+    # a one-line paragraph (narrative style): only the sentence quoting the absent value is rewritten
+    paragraph = "The CST is <q:macula_central_um> µm (normal <lo:macula_central_um>–<hi:macula_central_um> µm). The VCDR is <q:cup_disc_ratio>; the rim looks normal."  # noqa: E501
+    ids = tokenizer(paragraph, add_special_tokens=False)["input_ids"]
+    text, quoted = renderer.render(ids, *arrays, [math.nan] * K)
+    assert text == f"{label}: not assessed (no image). The VCDR is 0.60; the rim looks normal."
+    assert [(q.source, text[q.start : q.end]) for q in quoted] == [("absent", "not assessed"), ("input", "0.60")]
 
 
 def test_a_free_text_prompt_is_read_as_quantities(tokenizer) -> None:

@@ -45,6 +45,15 @@ def test_removing_an_image_drops_its_placeholder_and_keeps_every_span_on_its_num
         without_images([record], ["fundus"])
 
 
+def test_a_single_case_with_one_image_says_which_is_missing_as_stage_one_does(make_config, tmp_path) -> None:
+    from grok.cli.infer import _records
+
+    cfg = make_config("infer", [f"images.cfp={tmp_path / 'fundus.png'}", "prompt=Write the report."])
+    (record,), _ = _records(cfg, module=None, data={})
+    assert record["images"] == {"cfp": str((tmp_path / "fundus.png").resolve())}
+    assert record["conversations"][0]["value"] == "No OCT image.\n<cfp>\nWrite the report."
+
+
 def test_without_its_image_a_modality_is_neither_estimated_nor_decided_from_estimates() -> None:
     k = len(TOKENS.keys)
     grounding = QuantityGrounding(
@@ -116,3 +125,7 @@ def test_modality_dropout_trains_on_stage_ones_record_of_the_eye_without_that_im
     assert measured and measured <= set(variant["facts"]["missing"])  # stage one wrote them as not measured
     with pytest.raises(ValueError, match="sum to at most 1"):
         dataset({"oct": 0.6, "cfp": 0.6})
+    with pytest.raises(ValueError, match=r"data\.modality_dropout\.fundus=0\.2: expected a probability"):
+        dataset({"fundus": 0.2})  # a misspelt modality would otherwise drop nothing, silently
+    with pytest.raises(ValueError, match=r"data\.modality_dropout\.cfp=-0\.1"):
+        dataset({"cfp": -0.1})

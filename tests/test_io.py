@@ -24,7 +24,7 @@ from grok.data.io import (
     read_oct_volume,
     select_slices,
 )
-from grok.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
+from grok.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform, transform_slices
 
 
 def _slice(value: int, shape: tuple[int, int] = (20, 30)) -> np.ndarray:
@@ -86,6 +86,22 @@ def test_grey_oct_becomes_three_identical_channels_and_train_mode_augments(tmp_p
     assert not torch.equal(augmented, tensor)
     with pytest.raises(ValueError, match="unknown transform family 'vgg'"):
         build_transform("vgg", "oct")
+
+
+def test_the_slices_of_one_volume_share_one_random_augmentation() -> None:
+    scan = Image.fromarray((np.random.default_rng(1).random((64, 80)) * 255).astype(np.uint8))
+    augment = build_transform("tiny", "oct", image_size=48, train=True)
+    torch.manual_seed(0)
+    apart = torch.stack([augment(scan) for _ in range(3)])
+    assert not torch.equal(apart[0], apart[1])  # each call draws its own shift and contrast
+    torch.manual_seed(0)
+    together = transform_slices(augment, [scan] * 3)
+    assert (
+        together.shape == (3, 3, 48, 48)
+        and torch.equal(together[0], together[1])
+        and torch.equal(together[1], together[2])
+    )
+    assert not torch.equal(transform_slices(augment, [scan] * 2)[0], together[0])  # the next volume draws anew
 
 
 # ------------------------------------------------------------------ volumes: read a stack, select slices by config

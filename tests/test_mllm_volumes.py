@@ -157,7 +157,8 @@ def test_train_export_infer_with_oct_volumes(make_config, volume_instructions: P
     )
     rows = [json.loads(line) for line in infer(infer_cfg).read_text().splitlines()]
     assert len(rows) == 6 and not any("images_absent" in row for row in rows)
-    # without the CFP image: the rows say so, and no CFP quantity is quoted with a value
+    # without the CFP image: the rows say so; a CFP quantity the tiny LM quotes is absent, never a value (the
+    # resolution itself: test_infer_missing_modality.py)
     absent_cfg = make_config(
         "infer",
         [f"instructions_dir={volume_instructions}", "generation.max_new_tokens=24", "progress=false",

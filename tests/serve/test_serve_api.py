@@ -125,7 +125,8 @@ def test_chat_images_are_oct_then_cfp_unless_the_grok_field_names_them(make_clie
     named = parse_chat(_chat(_image_part(url), _text_part(), grok={"images": ["cfp"]}), settings, default, ())
     assert list(named.case.images) == ["cfp"]
     prompt = engine.tokenizer.decode(engine.prepare(named.case).item["input_ids"])
-    assert "<cfp>\nWrite the diagnostic report." in prompt and "<oct>" not in prompt
+    # the missing OCT image said as stage one says it (the prompt models trained with modality dropout saw)
+    assert "No OCT image.\n<cfp>\nWrite the diagnostic report." in prompt and "<oct>" not in prompt
 
 
 def _bad_inputs(oct_url: str) -> list[tuple]:

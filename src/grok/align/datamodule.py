@@ -24,7 +24,7 @@ from grok.align.augment import OCTSpeckle
 from grok.data.io import read_oct, read_oct_volume
 from grok.data.splits import DEFAULT_FRACTIONS, split_of
 from grok.data.table import read_table
-from grok.data.transforms import build_transform
+from grok.data.transforms import build_transform, transform_slices
 from grok.models.slices import slice_spec
 from grok.models.tabular import TabularPreprocessor, resolve_features, scarf_corrupt
 from grok.schema import load_schema, parse_labels
@@ -103,8 +103,7 @@ class PairedOCTTableDataset(Dataset):
             scans = image if isinstance(image, list) else [image]
             if self.speckle is not None:
                 scans = [self.speckle(scan) for scan in scans]
-            scans = [self.transform(scan) for scan in scans]
-            image = torch.stack(scans) if isinstance(image, list) else scans[0]
+            image = transform_slices(self.transform, scans) if isinstance(image, list) else self.transform(scans[0])
         item = {
             "image": image,
             "numeric": self.numeric[index],

@@ -144,6 +144,8 @@ def _records(cfg: DictConfig, module: Any, data: DictConfig) -> tuple[list[dict]
     """The prompt records and the folder their images are relative to."""
     from grok.grounding.spans import first_turns
     from grok.knowledge.generate import report_record_for_row
+    from grok.knowledge.instructions import image_prefix
+    from grok.knowledge.phrasing import load_phrasebook
     from grok.mllm.datamodule import image_root_of
     from grok.mllm.instructions import read_instructions
 
@@ -154,7 +156,7 @@ def _records(cfg: DictConfig, module: Any, data: DictConfig) -> tuple[list[dict]
         return [first_turns(record, 1)], root
     if _single(cfg):
         images = {m: str(Path(p).resolve()) for m, p in cfg.images.items() if p}
-        prefix = "".join(f"<{m}>\n" for m in ("oct", "cfp") if m in images)
+        prefix = image_prefix(images, load_phrasebook(None), random.Random(0))  # 'No CFP image.' as stage one writes
         text = _prompt(cfg) or "Write the diagnostic report for this eye."
         return [{"id": "case", "images": images, "conversations": [{"from": "human", "value": prefix + text}]}], Path()
     records = read_instructions(Path(cfg.instructions_dir) / f"{cfg.split}.jsonl")
@@ -189,6 +191,7 @@ def without_images(records: list[dict], modalities: list[str]) -> list[dict]:
     """Each record without its images of `modalities` (the missing-modality check): the image removed and its
     placeholder line replaced by the sentence stage one writes for an eye without it ('No OCT image.', the default
     phrasebook's `image_absent`), the quantity spans recorded after it moved with the text."""
+    from grok.knowledge.instructions import IMAGE_NAMES
     from grok.knowledge.phrasing import load_phrasebook
     from grok.mllm.model import MODALITIES
     from grok.mllm.tokenizer import IMAGE_PLACEHOLDERS
@@ -209,7 +212,7 @@ def without_images(records: list[dict], modalities: list[str]) -> list[dict]:
                 continue
             text = turns[turn]["value"]
             at = text.find(placeholder)
-            replacement = absent_line.format(image=modality.upper()) + "\n"
+            replacement = absent_line.format(image=IMAGE_NAMES[modality]) + "\n"
             turns[turn]["value"] = text[:at] + replacement + text[at + len(placeholder) :]
             shift = len(replacement) - len(placeholder)
             for span in spans:

@@ -62,3 +62,14 @@ def build_transform(
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def transform_slices(transform: Callable[[Image.Image], torch.Tensor], scans: list[Image.Image]) -> torch.Tensor:
+    """The B-scans of one volume through `transform` with the same random augmentation ([S, C, H, W]): one
+    acquisition, so every slice gets the same shift and contrast, and a patch index means the same place in each."""
+    state = torch.get_rng_state()
+    out = []
+    for scan in scans:
+        torch.set_rng_state(state)
+        out.append(transform(scan))
+    return torch.stack(out)

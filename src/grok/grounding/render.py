@@ -9,6 +9,7 @@ its value, unit, source and character span (the `grounding` field of a predictio
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,18 @@ if TYPE_CHECKING:
 
 NOT_MEASURED = "not measured"  # written where a value token has no value (never a number)
 NOT_ASSESSED = "not assessed"  # written where the image that measures the quantity is absent
+SENTENCE_END = re.compile(r"(?<=[.;!?])[ \t]+|\n")  # where absent_lines may cut: after . ; ! ? and a space
+
+
+def _sentences(text: str) -> list[tuple[int, int]]:
+    """The (start, end) spans that cover `text`, each a sentence with the separator that follows it."""
+    spans, begin = [], 0
+    for cut in SENTENCE_END.finditer(text):
+        spans.append((begin, cut.end()))
+        begin = cut.end()
+    return [*spans, (begin, len(text))] if begin < len(text) or not spans else spans
+
+
 WITHHELD_TEXT = "withheld"  # written where the value is a read-out estimate the decided findings reject
 
 
@@ -160,32 +173,33 @@ class ReportRenderer:
         return text, quoted
 
     def absent_lines(self, text: str, quoted: list[QuotedQuantity]) -> tuple[str, list[QuotedQuantity]]:
-        """Each line quoting a quantity whose image is absent rewritten as '- <label>: not assessed (no image).':
-        no unit, status word or range is left to describe a value nobody measured (the other lines keep their
-        quotes, moved with the text)."""
-        out_lines: list[str] = []
+        """Each sentence quoting a quantity whose image is absent rewritten as '<label>: not assessed (no image).'
+        (a bullet kept): no unit, status word or range is left to describe a value nobody measured. A sentence is a
+        line or a part of one ending in . ; ! or ? before a space, so a one-line paragraph keeps its other
+        sentences and their quotes (moved with the text); a rewritten sentence's other quotes go with it."""
+        pieces: list[str] = []
         kept: list[QuotedQuantity] = []
-        start = delta = 0
-        for line in text.split("\n"):
-            end = start + len(line)
-            on_line = [q for q in quoted if start <= q.start < end + 1]
-            absent = next((q for q in on_line if q.source == "absent" and q.kind == "value"), None)
-            if absent is None:
-                out_lines.append(line)
-                kept += [
-                    QuotedQuantity(**{**asdict(q), "start": q.start + delta, "end": q.end + delta}) for q in on_line
-                ]
-            else:
-                bullet = "- " if line.lstrip().startswith("-") else ""
-                head = f"{bullet}{self.texts[absent.key].label}: "
-                new_start = start + delta + len(head)
-                out_lines.append(f"{head}{NOT_ASSESSED} (no image).")
-                kept.append(
-                    QuotedQuantity(**{**asdict(absent), "start": new_start, "end": new_start + len(NOT_ASSESSED)})
-                )
-                delta += len(out_lines[-1]) - len(line)
-            start = end + 1
-        return "\n".join(out_lines), kept
+        at = 0  # length of the text written so far
+        for begin, end in _sentences(text):
+            sentence = text[begin:end]
+            on_it = [q for q in quoted if begin <= q.start < end]
+            absent = list({q.key: q for q in on_it if q.source == "absent" and q.kind == "value"}.values())
+            if not absent:
+                pieces.append(sentence)
+                kept += [QuotedQuantity(**{**asdict(q), "start": q.start - begin + at, "end": q.end - begin + at})
+                         for q in on_it]  # fmt: skip
+                at += len(sentence)
+                continue
+            trailing = sentence[len(sentence.rstrip()) :]
+            written = "- " if sentence.lstrip().startswith("-") else ""
+            for index, quote in enumerate(absent):
+                head = f"{'' if index == 0 else ' '}{self.texts[quote.key].label}: "
+                where = at + len(written) + len(head)
+                kept.append(QuotedQuantity(**{**asdict(quote), "start": where, "end": where + len(NOT_ASSESSED)}))
+                written += f"{head}{NOT_ASSESSED} (no image)."
+            pieces.append(written + trailing)
+            at += len(written + trailing)
+        return "".join(pieces), kept
 
     @property
     def section_headers(self) -> tuple[str, ...]:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from grok.knowledge.engine import Assessment, Quantity
-from grok.knowledge.phrasing import capitalise
+from grok.knowledge.phrasing import Phrasebook, PhraseRng, capitalise
 from grok.knowledge.writer import ABNORMAL, Conclusion, ReportWriter
 
 TASKS = ("report", "diagnosis", "biomarker_qa", "evidence", "multiturn")
@@ -17,6 +18,7 @@ STYLES = ("structured", "narrative")
 EYE_WORDS = {"R": "right", "L": "left"}
 PERSON_WORDS = {"M": "man", "F": "woman"}
 QUANTITY_FIELDS = Quantity._fields
+IMAGE_NAMES = {"oct": "OCT", "cfp": "CFP"}  # the image modalities in prompt order, as the prompts name them
 ABNORMAL_QUESTION_SHARE = 0.6  # biomarker questions ask about an abnormal value this often when one exists
 
 
@@ -85,6 +87,15 @@ def _quantity_tail(unit: str | None, low: float | None, high: float | None, stat
     return f', "unit": {_dumps(unit)}, "low": {_dumps(low)}, "high": {_dumps(high)}, "status": "{status}"}}'
 
 
+def image_prefix(present: Collection[str], phrases: Phrasebook, rng: random.Random | PhraseRng) -> str:
+    """A prompt's image lines: '<oct>\\n<cfp>\\n' for the images present; for one absent, the sentence saying so
+    ('No OCT image.', phrase `image_absent`). Stage one, grok-infer and grok-serve build their prompts with it."""
+    return "".join(
+        f"<{modality}>\n" if modality in present else phrases.pick("image_absent", rng, image=name) + "\n"
+        for modality, name in IMAGE_NAMES.items()
+    )
+
+
 class InstructionBuilder:
     """Builds the conversations of every task type for one eye with a ReportWriter's phrasings."""
 
@@ -95,12 +106,8 @@ class InstructionBuilder:
 
     # ------------------------------------------------------------------------------------------ human turn pieces
     def image_prefix(self, case: EyeCase, rng: random.Random) -> str:
-        """'<oct>\\n<cfp>\\n' for the modalities this eye has; for one it lacks, the prompt says so instead ('No OCT
-        image.', phrase `image_absent`)."""
-        return "".join(
-            f"<{modality}>\n" if modality in case.images else self.phrases.pick("image_absent", rng, image=name) + "\n"
-            for modality, name in (("oct", "OCT"), ("cfp", "CFP"))
-        )
+        """The prompt's image lines for the images this eye has (`image_prefix`)."""
+        return image_prefix(case.images, self.phrases, rng)
 
     def _person(self, case: EyeCase) -> tuple[str, str, str]:
         systemic = case.assessment.systemic

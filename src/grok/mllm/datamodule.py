@@ -14,7 +14,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from grok.data.io import read_cfp, read_oct, read_oct_volume
-from grok.data.transforms import build_transform
+from grok.data.transforms import build_transform, transform_slices
 from grok.grounding.config import GroundingSettings, knowledge_base_of, quantity_tokens_of
 from grok.grounding.conversation import ConversationGrounding
 from grok.grounding.counterfactual import CounterfactualRecords
@@ -80,6 +80,12 @@ class InstructionDataset(Dataset):
         modality_dropout: Mapping[str, float] | None = None,
     ) -> None:
         self.records = list(records)
+        for modality, probability in (modality_dropout or {}).items():
+            if modality not in MODALITIES or not 0 <= float(probability) <= 1:
+                raise ValueError(
+                    f"data.modality_dropout.{modality}={probability}: expected a probability in [0, 1] for one of "
+                    f"{list(MODALITIES)}"
+                )
         self.modality_dropout = {m: float(p) for m, p in (modality_dropout or {}).items() if float(p) > 0}
         if sum(self.modality_dropout.values()) > 1:
             raise ValueError(f"data.modality_dropout {self.modality_dropout}: the probabilities must sum to at most 1")
@@ -182,7 +188,7 @@ class InstructionDataset(Dataset):
         """Read and preprocess one image ([3, H, W]), or the chosen slices of an OCT volume ([S, 3, H, W])."""
         path, transform = self.image_root / relative_path, self.transforms[modality]
         if modality == "oct" and self.oct_slices is not None:
-            return torch.stack([transform(Image.fromarray(scan)) for scan in read_oct_volume(path, self.oct_slices)])
+            return transform_slices(transform, [Image.fromarray(s) for s in read_oct_volume(path, self.oct_slices)])
         return transform(READERS[modality](path))
 
     def __len__(self) -> int:
@@ -312,7 +318,8 @@ class InstructDataModule(L.LightningDataModule):
         self.features: dict[str, Mapping[str, torch.Tensor]] = {}
 
     def _counterfactuals(self, records: Sequence[Mapping[str, Any]]) -> CounterfactualRecords | None:
-        """The counterfactual writer of the training records (grounding only; probability 0 turns it off)."""
+        """The counterfactual writer of the training records (grounding only): for counterfactual answers, modality
+        dropout (the record of an eye without an image) or both; None when neither is on."""
         dropout = any(float(p) > 0 for p in self.modality_dropout.values())
         if self.grounding is None or (float(self.counterfactual.get("probability", 0.0)) <= 0 and not dropout):
             return None

@@ -29,7 +29,7 @@ def slice_count(spec: object, key: str = SLICE_KEY) -> int | None:
         return None
     checked = check_slice_spec(spec, key)
     if checked == "all":
-        raise ValueError(f"{key}=all: the MLLM needs a fixed number of slices per volume (central, k or a list)")
+        raise ValueError(f"{key}=all: the slice aggregator needs a fixed number of slices (central, k or a list)")
     if checked == "central":
         return 1
     return checked if isinstance(checked, int) else len(checked)

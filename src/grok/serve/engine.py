@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from PIL import Image
 from transformers.generation.streamers import BaseStreamer
 
 from grok.grounding.spans import first_turns
+from grok.knowledge.instructions import image_prefix
 from grok.mllm.collator import InstructCollator
 from grok.mllm.datamodule import InstructionDataset, conversation_grounding, image_transforms
 from grok.mllm.export import load_exported_mllm
@@ -289,7 +291,7 @@ class ReportEngine:
         return PreparedCase(item=item, prompt_tokens=text_tokens + visual, text_tokens=text_tokens)
 
     def _record(self, case: Case, image_paths: Mapping[str, str]) -> dict[str, Any]:
-        prefix = "".join(f"<{m}>\n" for m in MODALITIES if m in image_paths)
+        prefix = image_prefix(image_paths, self.record_factory.builder.phrases, random.Random(0))  # as stage one
         if case.turns is None and case.biomarkers:
             return self._row_record(case.biomarkers, image_paths)
         turns = [dict(turn) for turn in (case.turns or [{"role": "user", "content": self.default_prompt}])]
