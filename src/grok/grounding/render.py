@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from grok.grounding.spans import strip_marks
@@ -26,19 +27,16 @@ if TYPE_CHECKING:
 
 NOT_MEASURED = "not measured"  # written where a value token has no value (never a number)
 NOT_ASSESSED = "not assessed"  # written where the image that measures the quantity is absent
+WITHHELD_TEXT = "withheld"  # written where the value is a read-out estimate the decided findings reject
 SENTENCE_END = re.compile(r"(?<=[.;!?])[ \t]+|\n")  # where absent_lines may cut: after . ; ! ? and a space
 
 
 def _sentences(text: str) -> list[tuple[int, int]]:
     """The (start, end) spans that cover `text`, each a sentence with the separator that follows it."""
-    spans, begin = [], 0
-    for cut in SENTENCE_END.finditer(text):
-        spans.append((begin, cut.end()))
-        begin = cut.end()
-    return [*spans, (begin, len(text))] if begin < len(text) or not spans else spans
-
-
-WITHHELD_TEXT = "withheld"  # written where the value is a read-out estimate the decided findings reject
+    cuts = [0, *(cut.end() for cut in SENTENCE_END.finditer(text))]
+    if cuts[-1] < len(text) or len(cuts) == 1:
+        cuts.append(len(text))
+    return list(pairwise(cuts))
 
 
 @dataclass(frozen=True)

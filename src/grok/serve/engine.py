@@ -291,9 +291,9 @@ class ReportEngine:
         return PreparedCase(item=item, prompt_tokens=text_tokens + visual, text_tokens=text_tokens)
 
     def _record(self, case: Case, image_paths: Mapping[str, str]) -> dict[str, Any]:
-        prefix = image_prefix(image_paths, self.record_factory.builder.phrases, random.Random(0))  # as stage one
         if case.turns is None and case.biomarkers:
             return self._row_record(case.biomarkers, image_paths)
+        prefix = image_prefix(image_paths, self.record_factory.builder.phrases, random.Random(0))  # as stage one
         turns = [dict(turn) for turn in (case.turns or [{"role": "user", "content": self.default_prompt}])]
         first_user = next(i for i, turn in enumerate(turns) if turn["role"] == "user")
         turns[first_user]["content"] = prefix + turns[first_user]["content"]
